@@ -1,0 +1,192 @@
+"""Audio files in and out: load any common format as a contract-length stereo hit, write 24-bit WAV.
+
+Every failure on a file raises :class:`AudioError` whose one-line message names the file and what was wrong.
+Loading a folder skips such files with a warning and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga")
+TRIM_THRESHOLD_DB = -50.0  # relative to the file's peak: what counts as the onset
+PRE_ROLL = 16  # samples kept before the onset
+FADE_SECONDS = 0.010
+
+
+class AudioError(ValueError):
+    """A file could not be used as audio; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a file as float32 (channels, samples) at its own rate; raises AudioError on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(p, "no such file")
+    if p.stat().st_size == 0:
+        raise AudioError(p, "empty file (0 bytes)")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(p, f"not readable as audio ({msg})") from None
+    if data.shape[0] == 0:
+        raise AudioError(p, "no audio frames (empty or truncated)")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(p, "contains NaN or infinite samples")
+    if rate <= 0:
+        raise AudioError(p, f"invalid sample rate {rate}")
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample (channels, samples) float32 with soxr (high quality)."""
+    if rate_in == rate_out:
+        return audio
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(audio.T), rate_in, rate_out, quality="HQ")
+    return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[0]).T)
+
+
+def to_stereo(audio: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Mono -> both channels; more than two channels -> the first two, with a warning."""
+    if audio.shape[0] == 1:
+        return np.repeat(audio, 2, axis=0)
+    if audio.shape[0] > 2:
+        log.warning("%s: %d channels, keeping the first two", name, audio.shape[0])
+        return audio[:2]
+    return audio
+
+
+def trim_leading_silence(audio: np.ndarray, threshold_db: float = TRIM_THRESHOLD_DB) -> np.ndarray:
+    """Drop what comes before the onset (first sample within ``threshold_db`` of the peak), less a pre-roll."""
+    env = np.max(np.abs(audio), axis=0)
+    peak = float(env.max()) if env.size else 0.0
+    if peak <= 0.0:
+        return audio
+    onset = int(np.argmax(env >= peak * 10.0 ** (threshold_db / 20.0)))
+    return audio[:, max(0, onset - PRE_ROLL) :]
+
+
+def fit_length(audio: np.ndarray, n: int, rate: int, fade_seconds: float = FADE_SECONDS) -> np.ndarray:
+    """Cut to ``n`` samples with a raised-cosine fade-out over the end, or zero-pad."""
+    if audio.shape[1] >= n:
+        out = audio[:, :n].copy()
+        k = min(n, max(1, int(round(fade_seconds * rate))))
+        out[:, n - k :] *= (0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, k, dtype=np.float32)))[None, :]
+        return out
+    return np.pad(audio, ((0, 0), (0, n - audio.shape[1])))
+
+
+def peak_normalise(audio: np.ndarray, peak_db: float = -1.0) -> np.ndarray:
+    """Scale so the absolute peak is ``peak_db`` dBFS (silence is left alone)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak <= 0.0:
+        return audio
+    return audio * np.float32(10.0 ** (peak_db / 20.0) / peak)
+
+
+def load_hit(
+    path: str | os.PathLike[str],
+    contract: SpectralContract = DEFAULT_CONTRACT,
+    *,
+    trim: bool = True,
+    normalise: bool = False,
+    length: int | None = None,
+) -> np.ndarray:
+    """Load one hit as float32 (2, n) at the contract rate: resampled, stereo, trimmed, cut/padded.
+
+    ``length`` defaults to the contract's hit length; pass 0 to keep the whole file.
+    """
+    audio, rate = read_audio(path)
+    audio = to_stereo(audio, str(path))
+    audio = resample(audio, rate, contract.sample_rate)
+    if trim:
+        audio = trim_leading_silence(audio)
+    if float(np.max(np.abs(audio))) == 0.0:
+        raise AudioError(path, "silent (all samples are zero)")
+    n = contract.n_samples if length is None else length
+    if n:
+        audio = fit_length(audio, n, contract.sample_rate)
+    if normalise:
+        audio = peak_normalise(audio)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def iter_audio_files(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Audio files under a folder (recursively, sorted), or the file itself."""
+    p = Path(root)
+    if p.is_file():
+        yield p
+        return
+    for f in sorted(p.rglob("*")):
+        if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
+            yield f
+
+
+@dataclass
+class FolderLoad:
+    hits: list[tuple[Path, np.ndarray]]
+    skipped: list[AudioError]
+
+
+def load_folder(
+    roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    contract: SpectralContract = DEFAULT_CONTRACT,
+    **kw: object,
+) -> FolderLoad:
+    """Load every audio file under the given folders; bad files are skipped with a warning and listed."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    hits: list[tuple[Path, np.ndarray]] = []
+    skipped: list[AudioError] = []
+    for root in roots:
+        if not Path(root).exists():
+            raise AudioError(root, "no such file or folder")
+        for f in iter_audio_files(root):
+            try:
+                hits.append((f, load_hit(f, contract, **kw)))  # type: ignore[arg-type]
+            except AudioError as e:
+                log.warning("skipping %s", e)
+                skipped.append(e)
+    return FolderLoad(hits, skipped)
+
+
+def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str = "PCM_24") -> Path:
+    """Write (channels, samples) audio as a WAV file atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(audio, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[None, :]
+    if not np.all(np.isfinite(data)):
+        raise AudioError(p, "refusing to write NaN or infinite samples")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, np.clip(data, -1.0, 1.0).T, sample_rate, subtype=subtype, format="WAV")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

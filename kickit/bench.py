@@ -1,0 +1,26 @@
+"""``kickit bench TARGET``: each target lives in the module that owns what it measures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+TARGETS: dict[str, tuple[str, str]] = {
+    "recon": ("kickit.recon_bench", "phase reconstruction: fidelity and ms per stereo hit"),
+    "render": ("kickit.export.bench", "model inference + reconstruction per hit and per batch"),
+    "latency": ("kickit.bridge.bench_latency", "note-on -> first sample and knob -> ready on a real JACK server"),
+    "soak": ("kickit.bridge.bench_soak", "long run with random knob and note traffic: RSS growth and xruns"),
+    "train": ("kickit.training.bench", "training throughput (steps/s, hits/s)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, (module, help_) in TARGETS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+        importlib.import_module(module).add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(TARGETS[args.target][0]).run(args) or 0)

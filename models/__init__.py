@@ -1,0 +1,1 @@
+"""Model files shipped with kickit (the bridge default model lives here)."""
