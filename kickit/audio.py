@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga")
 TRIM_THRESHOLD_DB = -50.0  # relative to the file's peak: what counts as the onset
 PRE_ROLL = 16  # samples kept before the onset
 FADE_SECONDS = 0.010
+MAX_READ_SECONDS = 30.0  # a hit is short: longer files are read up to here only
 
 
 class AudioError(ValueError):
@@ -38,22 +40,35 @@ class AudioError(ValueError):
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read a file as float32 (channels, samples) at its own rate; raises AudioError on any problem."""
     p = Path(path)
+    if p.is_dir():
+        raise AudioError(p, "is a folder, not an audio file")
     if not p.is_file():
         raise AudioError(p, "no such file")
     if p.stat().st_size == 0:
         raise AudioError(p, "empty file (0 bytes)")
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(p, f"not readable as audio ({msg})") from None
-    if data.shape[0] == 0:
-        raise AudioError(p, "no audio frames (empty or truncated)")
-    if not np.all(np.isfinite(data)):
-        raise AudioError(p, "contains NaN or infinite samples")
+        with sf.SoundFile(str(p)) as fh:
+            rate = int(fh.samplerate)
+            limit = int(MAX_READ_SECONDS * rate) if rate > 0 else -1
+            data = fh.read(frames=limit, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, MemoryError) as e:
+        raise AudioError(p, f"not readable as audio ({_sndfile_reason(e, p)})") from None
     if rate <= 0:
         raise AudioError(p, f"invalid sample rate {rate}")
+    if data.shape[0] == 0:
+        raise AudioError(p, "no audio frames (empty or truncated)")
+    if data.shape[1] == 0:
+        raise AudioError(p, "no channels")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(p, "contains NaN or infinite samples")
     return np.ascontiguousarray(data.T), int(rate)
+
+
+def _sndfile_reason(e: BaseException, p: Path) -> str:
+    """libsndfile's message without the "Error opening 'PATH': " prefix (the path is already named)."""
+    msg = str(e).splitlines()[0].strip() if str(e) else type(e).__name__
+    msg = re.sub(r"^Error opening .*?: ", "", msg)
+    return msg.rstrip(".") or type(e).__name__
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -117,12 +132,29 @@ def load_hit(
     ``length`` defaults to the contract's hit length; pass 0 to keep the whole file.
     """
     audio, rate = read_audio(path)
-    audio = to_stereo(audio, str(path))
+    return prepare_hit(audio, rate, contract, name=path, trim=trim, normalise=normalise, length=length)
+
+
+def prepare_hit(
+    audio: np.ndarray,
+    rate: int,
+    contract: SpectralContract = DEFAULT_CONTRACT,
+    *,
+    name: str | os.PathLike[str] = "audio",
+    trim: bool = True,
+    normalise: bool = False,
+    length: int | None = None,
+) -> np.ndarray:
+    """What :func:`load_hit` does after reading: (channels, samples) at ``rate`` -> float32 (2, n) hit.
+
+    Raises :class:`AudioError` naming ``name`` when the audio is silent.
+    """
+    audio = to_stereo(np.asarray(audio, dtype=np.float32), str(name))
     audio = resample(audio, rate, contract.sample_rate)
     if trim:
         audio = trim_leading_silence(audio)
-    if float(np.max(np.abs(audio))) == 0.0:
-        raise AudioError(path, "silent (all samples are zero)")
+    if audio.size == 0 or float(np.max(np.abs(audio))) == 0.0:
+        raise AudioError(name, "silent (all samples are zero)")
     n = contract.n_samples if length is None else length
     if n:
         audio = fit_length(audio, n, contract.sample_rate)
@@ -139,6 +171,17 @@ def iter_audio_files(root: str | os.PathLike[str]) -> Iterator[Path]:
         return
     for f in sorted(p.rglob("*")):
         if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
+            yield f
+
+
+def iter_other_files(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Files under a folder that :func:`iter_audio_files` passes over (not hidden), sorted."""
+    p = Path(root)
+    if p.is_file():
+        return
+    for f in sorted(p.rglob("*")):
+        rel = f.relative_to(p).parts
+        if f.is_file() and f.suffix.lower() not in AUDIO_SUFFIXES and not any(x.startswith(".") for x in rel):
             yield f
 
 

@@ -11,6 +11,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "latency": ("kickit.bridge.bench_latency", "note-on -> first sample and knob -> ready on a real JACK server"),
     "soak": ("kickit.bridge.bench_soak", "long run with random knob and note traffic: RSS growth and xruns"),
     "train": ("kickit.training.bench", "training throughput (steps/s, hits/s)"),
+    "daw": ("kickit.max_for_live.bench", "DAW mode: Max for Live knob move -> new hit file announced"),
 }
 
 

@@ -117,6 +117,10 @@ class SpectralContract:
         """Centre frequency in Hz of each model row."""
         return _tables(self).row_hz
 
+    def ola_normalisation(self) -> np.ndarray:
+        """Per-sample factor (n_samples,) of the least-squares overlap-add: 1 / summed squared window."""
+        return _tables(self).inv_wsum
+
     @property
     def magnitude_scale(self) -> float:
         """Factor from raw |STFT| to normalised magnitude (a full-scale sinusoid reads 1.0)."""

@@ -1,0 +1,262 @@
+"""``kickit bench latency``: the bridge on a real JACK server (dummy backend), driven and measured by a second
+JACK client.
+
+The benchmark starts its own JACK server (44.1 kHz, period 128 by default), runs ``kickit bridge`` as a
+subprocess (its own process and GIL, as in real use; audio through PortAudio, MIDI on a virtual JACK port,
+OSC on a free UDP port) and a probe client (JACK-Client package) in this process that
+
+* every ``--note-interval`` seconds sends CC 123 (all notes off) and, 10 ms later, a note-on for pad 0; the
+  probe writes each event at the start of a JACK cycle and records the cycle's frame time, and captures the
+  bridge's output by frame: note-on -> first sample is a frame difference (checked against the pad's
+  pre-rendered hit, which the benchmark renders itself to know where the hit's first sample is);
+* sends OSC knob moves for pad 1 every ``--knob-interval`` seconds; knob -> new hit ready comes from the
+  bridge's own timing (OSC arrival -> hit swapped in), read with /kickit/status;
+* counts xruns: the bridge's callback status flags, and the server's xruns seen by the probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kickit.benchdoc import write_section
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="model file (default: the shipped model, else tests' tiny model)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the traffic run (default 60)")
+    p.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+    p.add_argument("--rate", type=int, default=44100, help="JACK sample rate (default 44100)")
+    p.add_argument("--note-interval", type=float, default=0.1, help="seconds between note-ons (default 0.1)")
+    p.add_argument("--knob-interval", type=float, default=0.05, help="seconds between knob moves (default 0.05)")
+
+
+def _default_model() -> Path | None:
+    from kickit.modelfile import default_model_path
+
+    m = default_model_path()
+    if m is not None:
+        return m
+    tiny = Path(__file__).resolve().parent.parent / "tests" / "data" / "models" / "tiny-spec.onnx"
+    return tiny if tiny.exists() else None
+
+
+def _free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _status(sock: socket.socket, port: int) -> dict:
+    from kickit.bridge.oscmap import build
+    from pythonosc.osc_packet import OscPacket
+
+    sock.sendto(build("/kickit/status"), ("127.0.0.1", port))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            data, _ = sock.recvfrom(65536)
+        except TimeoutError:
+            continue
+        for tm in OscPacket(data).messages:
+            if tm.message.address == "/kickit/status":
+                return json.loads(tm.message.params[0])
+    raise RuntimeError("the bridge did not answer /kickit/status")
+
+
+def _rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def measure(model: Path, seconds: float, period: int, rate: int, note_interval: float,
+            knob_interval: float) -> dict:
+    from kickit.bridge.engine import Engine, EngineConfig
+    from kickit.bridge.jackprobe import DummyJack, JackProbe, first_sample
+    from kickit.bridge.oscmap import build
+    from kickit.bridge.source import ModelSource
+
+    # the hit pad 0 will play (same model, seed 0): where its first sample is, and what it must sound like
+    eng = Engine(ModelSource.open(model, rate), EngineConfig(seed=0))
+    expected = eng.source.render(eng.source.apply_knobs(eng.pads[0].latent, eng.pads[0].knobs)[None])[0]
+    h0 = first_sample(expected) or 0
+    del eng
+
+    server = DummyJack(rate, period).start()
+    bridge = None
+    probe = None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    errlog = tempfile.TemporaryFile()
+    try:
+        osc_port = _free_udp_port()
+        env = dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(model), "--midi-api", "jack",
+             "--osc-port", str(osc_port), "--block", str(period), "--seed", "0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=errlog)
+        probe = JackProbe(server.name, seconds=seconds + 10)
+        midi = probe.find_port("kickit", midi=True, is_input=True, timeout=120)
+        outs = probe.find_port("PortAudio", is_output=True, timeout=10)
+        if not midi or len(outs) < 2:
+            raise RuntimeError("the bridge did not open its JACK ports in time")
+        probe.activate(outs[:2], midi[0])
+        time.sleep(0.3)
+        sock.sendto(build("/kickit/pad/1/select"), ("127.0.0.1", osc_port))
+        before = _status(sock, osc_port)
+        server_xruns0 = probe.xruns
+        probe.start_capture()
+        rng = np.random.default_rng(0)
+        t0 = time.monotonic()
+        next_note = t0 + 0.2
+        next_knob = t0 + 0.01
+        tag = 0
+        rss: list[tuple[float, int]] = []
+        next_rss = t0
+        while time.monotonic() - t0 < seconds:
+            now = time.monotonic()
+            if now >= next_rss:
+                kb = _rss_kb(bridge.pid)
+                if kb is not None:
+                    rss.append((now - t0, kb))
+                next_rss += 1.0
+            if now >= next_note:
+                probe.send([0xB0, 123, 0], -1)
+                time.sleep(0.010)
+                tag += 1
+                probe.send([0x90, 36, 127], tag)
+                next_note += note_interval
+            if now >= next_knob:
+                sock.sendto(build(f"/kickit/knob/{int(rng.integers(8))}", float(rng.uniform(-1, 1))),
+                            ("127.0.0.1", osc_port))
+                next_knob += knob_interval
+            time.sleep(0.002)
+        time.sleep(0.3)
+        probe.capturing = False
+        after = _status(sock, osc_port)
+        server_xruns = probe.xruns - server_xruns0
+    finally:
+        sock.close()
+        if probe is not None:
+            probe.close()
+        if bridge is not None:
+            bridge.send_signal(signal.SIGINT)
+            try:
+                bridge.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                bridge.kill()
+        errlog.seek(0)
+        err = errlog.read().decode(errors="replace")
+        errlog.close()
+        server.stop()
+    cap = probe.captured()
+    latencies: list[int] = []
+    exact = 0
+    notes = [(f, t) for f, t in probe.sent if t > 0]
+    panics = sorted(f for f, t in probe.sent if t < 0)
+    for frame, _tag in notes:
+        start = frame - probe.start_frame
+        later = [f for f in panics if f > frame]
+        end = (later[0] - probe.start_frame) if later else cap.shape[1]  # the next all-notes-off cuts the hit
+        if start < 0 or start >= cap.shape[1]:
+            continue
+        on = first_sample(cap[:, :end], start)
+        if on is None:
+            continue
+        onset = on - h0
+        latencies.append(onset - start)
+        n = min(end - onset, expected.shape[1])
+        if n > 0 and np.array_equal(cap[:, onset:onset + n], expected[:, :n]):
+            exact += 1
+    lat = np.asarray(latencies, dtype=np.float64)
+    return {
+        "model": model.name, "rate": rate, "period": period, "seconds": seconds, "notes_sent": len(notes),
+        "notes_measured": len(latencies), "notes_bit_exact": exact,
+        "note_p50_frames": _pct(list(lat), 50), "note_p99_frames": _pct(list(lat), 99),
+        "note_max_frames": float(lat.max()) if len(lat) else float("nan"),
+        "knob_ready_p50_ms": after.get("knob_ready_ms_p50"), "knob_ready_p95_ms": after.get("knob_ready_ms_p95"),
+        "render_ms_per_hit": after.get("render_ms_p50"),
+        "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
+        "server_xruns": server_xruns, "callback_errors": after.get("callback_errors"),
+        "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
+    }
+
+
+def report(r: dict) -> str:
+    per = 1e3 / r["rate"]
+    p = r["period"]
+
+    def ms(frames: float) -> str:
+        return f"{frames * per:.2f} ms ({frames / p:.2f} periods)"
+
+    def num(v: object) -> str:
+        return "-" if v is None else f"{v:.1f} ms"
+
+    ok_note = r["note_p99_frames"] <= 2 * p
+    ok_knob = r["knob_ready_p95_ms"] is not None and r["knob_ready_p95_ms"] <= 30.0
+    return (
+        "`kickit bench latency`: a JACK server on the dummy backend (started by the benchmark), `kickit bridge` "
+        "as a **subprocess** (PortAudio output, virtual JACK MIDI input, OSC), and a second JACK client "
+        "(JACK-Client) in the benchmark process that sends MIDI and captures the bridge's output by frame.\n\n"
+        f"Model `{r['model']}`, {r['rate']} Hz, period {p}, {r['seconds']:.0f} s of continuous traffic "
+        "(a note-on every 100 ms, each 10 ms after an all-notes-off; an OSC knob move every 50 ms).\n\n"
+        "| measure | result | target |\n|---|---|---|\n"
+        f"| note-on -> first sample, p50 | {ms(r['note_p50_frames'])} | |\n"
+        f"| note-on -> first sample, p99 | {ms(r['note_p99_frames'])} | <= 2 periods "
+        f"({'met' if ok_note else 'NOT met'}) |\n"
+        f"| note-on -> first sample, max | {ms(r['note_max_frames'])} | |\n"
+        f"| notes measured / sent / bit-exact hits | {r['notes_measured']} / {r['notes_sent']} / "
+        f"{r['notes_bit_exact']} | all |\n"
+        f"| knob OSC -> new hit ready, p50 | {num(r['knob_ready_p50_ms'])} | |\n"
+        f"| knob OSC -> new hit ready, p95 | {num(r['knob_ready_p95_ms'])} | <= 30 ms "
+        f"({'met' if ok_knob else 'NOT met'}) |\n"
+        f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
+        f"| xruns flagged to the bridge's callback | {r['bridge_xruns']} | 0 |\n"
+        f"| server xruns seen by the probe client | {r['server_xruns']} | |\n"
+        f"| callback exceptions | {r['callback_errors']} | 0 |\n\n"
+        "Note-on latency counts from the start of the JACK cycle in which the probe wrote the MIDI event to "
+        "the first sample of the hit in the captured output (one period is the floor: the bridge's audio "
+        "runs before the MIDI port in the JACK graph). Xruns on a shared 2-core machine include other "
+        "processes' load; the server count is machine-wide.\n"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    model = args.model or _default_model()
+    if model is None:
+        print("kickit bench latency: no model (pass --model FILE.onnx)", file=sys.stderr)
+        return 2
+    try:
+        r = measure(Path(model), args.seconds, args.period, args.rate, args.note_interval, args.knob_interval)
+    except (RuntimeError, OSError, ImportError) as e:
+        print(f"kickit bench latency: {e}", file=sys.stderr)
+        return 1
+    text = report(r)
+    print(text)
+    print(json.dumps({k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb")}))
+    if not args.no_write:
+        path = write_section("latency", "Bridge latency (note-on, knob) and xruns on JACK", text)
+        print(f"written to {path}")
+    return 0

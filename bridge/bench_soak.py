@@ -1,0 +1,67 @@
+"""``kickit bench soak``: the latency benchmark's set-up (JACK dummy server, bridge subprocess, probe client)
+run for a long time with continuous random knob and note traffic; reports the bridge's memory (RSS) growth,
+xruns, callback errors and note-on latency over the whole run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from kickit.bridge import bench_latency
+
+from kickit.benchdoc import write_section
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="model file (default: the shipped model, else tests' tiny model)")
+    p.add_argument("--seconds", type=float, default=600.0, help="length of the run (default 600)")
+    p.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+
+
+def growth(rss: list[tuple[float, int]]) -> tuple[float, float]:
+    """(RSS growth in MiB from the first 10% of the run to the last 10%, slope in MiB per hour)."""
+    if len(rss) < 4:
+        return float("nan"), float("nan")
+    t = np.array([a for a, _ in rss], dtype=np.float64)
+    kb = np.array([b for _, b in rss], dtype=np.float64)
+    k = max(1, len(rss) // 10)
+    delta = (kb[-k:].mean() - kb[:k].mean()) / 1024.0
+    slope = np.polyfit(t, kb / 1024.0, 1)[0] * 3600.0
+    return float(delta), float(slope)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = args.model or bench_latency._default_model()
+    if model is None:
+        print("kickit bench soak: no model (pass --model FILE.onnx)", file=sys.stderr)
+        return 2
+    try:
+        r = bench_latency.measure(Path(model), args.seconds, args.period, 44100, 0.1, 0.05)
+    except (RuntimeError, OSError, ImportError) as e:
+        print(f"kickit bench soak: {e}", file=sys.stderr)
+        return 1
+    delta, slope = growth(r["rss_kb"])
+    first = r["rss_kb"][0][1] / 1024 if r["rss_kb"] else float("nan")
+    per = 1e3 / r["rate"]
+    text = (
+        f"`kickit bench soak`: {r['seconds']:.0f} s of continuous traffic (note-on every 100 ms, OSC knob move "
+        f"every 50 ms) into `kickit bridge` (subprocess) on a JACK dummy server, period {r['period']}, model "
+        f"`{r['model']}`.\n\n| measure | result |\n|---|---|\n"
+        f"| bridge RSS at start | {first:.1f} MiB |\n"
+        f"| RSS growth (first 10% -> last 10% of the run) | {delta:+.2f} MiB |\n"
+        f"| RSS trend | {slope:+.2f} MiB/hour |\n"
+        f"| notes sent / measured / bit-exact | {r['notes_sent']} / {r['notes_measured']} / "
+        f"{r['notes_bit_exact']} |\n"
+        f"| note-on -> first sample p99 | {r['note_p99_frames'] * per:.2f} ms |\n"
+        f"| xruns flagged to the bridge / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
+        f"| callback exceptions | {r['callback_errors']} |\n"
+    )
+    print(text)
+    print(json.dumps({"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope,
+                      **{k: v for k, v in r.items() if k not in ("rss_kb", "bridge_stderr_tail")}}))
+    if not args.no_write:
+        print(f"written to {write_section('soak', 'Bridge soak (memory and xruns)', text)}")
+    return 0

@@ -1,0 +1,516 @@
+"""The live engine: pad state, background rendering, the pre-rendered hits and the voice mixer.
+
+Threads:
+
+* control threads (MIDI input, OSC server, CLI) call :meth:`Engine.note_on`, :meth:`Engine.set_knob`,
+  :meth:`Engine.apply` ... They never wait for inference: a note-on plays what is already rendered.
+* one render worker (started by :meth:`Engine.start`) re-renders pads whose latent or knobs changed
+  (coalesced: it renders the latest state, however many moves arrived meanwhile) and keeps each "fresh" pad's
+  queue of new variations full. onnxruntime runs with one intra-op thread.
+* the audio callback calls :meth:`Engine.process` (-> :class:`kickit.bridge.voices.Mixer`) only.
+
+Listeners added with :meth:`Engine.add_listener` are called from the render worker as
+``callback(pad_index, hit (2, n) float32, sample_rate)`` whenever a pad's current hit changes (the DAW mode
+writes WAVs from it). Trigger listeners (:meth:`Engine.add_trigger_listener`) get ``(pad, hit, gain)`` for
+every played hit (the file sink writes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from kickit.bridge import pads as padlib
+from kickit.bridge.oscmap import Action
+from kickit.bridge.pads import KNOB_COUNT, PAD_COUNT, Pad, PadMap
+from kickit.bridge.presets import Preset, load_preset, save_preset
+from kickit.bridge.source import HitSource, freeze
+from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, EventRing, Mixer
+
+log = logging.getLogger("kickit.bridge")
+
+Listener = Callable[[int, np.ndarray, int], None]
+TriggerListener = Callable[[int, np.ndarray, float], None]
+Layers = tuple[np.ndarray, ...]
+
+
+@dataclass
+class EngineConfig:
+    seed: int = 0
+    voices: int = 16
+    choke: bool = False
+    fresh_queue: int = 3  # pre-rendered new variations per "fresh" pad
+    velocity_layers: int = 1  # >1: timbre follows velocity along a knob direction (pre-rendered layers)
+    velocity_knob: int = 0  # which knob direction the velocity layers move along
+    velocity_amount: float = 0.5  # knob value reached by the softest/hardest layer (minus/plus)
+    max_block: int = 8192
+
+
+class Stats:
+    """Counters and recent timings for the status panel (written by several threads; reads are snapshots)."""
+
+    def __init__(self) -> None:
+        self.render_ms: deque[float] = deque(maxlen=256)  # per render batch, per hit
+        self.knob_ready_ms: deque[float] = deque(maxlen=256)  # knob move -> new hit ready
+        self.not_ready = 0  # note-ons for a pad with no rendered hit yet
+        self.fresh_underruns = 0  # fresh pad played its current hit because the queue was empty
+        self.render_errors = 0
+        self.hits_rendered = 0
+
+
+def percentile(values: list[float] | deque[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
+
+
+class Engine:
+    """Pads + render worker + mixer. Thread-safe for control threads; :meth:`process` is the audio path."""
+
+    def __init__(self, source: HitSource, config: EngineConfig | None = None, pad_map: PadMap | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.source = source
+        self.rate = source.rate
+        self.pad_map = pad_map or PadMap()
+        self.seed = int(self.config.seed)
+        self.pads: list[Pad] = padlib.initial_pads(self.seed, source.latent_dim)
+        self.selected = 0
+        self.ring = EventRing()
+        self.mixer = Mixer(self.config.voices, self.config.max_block, self.ring, choke=self.config.choke)
+        self.stats = Stats()
+        self.events_enabled = True  # False when no audio callback drains the ring (file sink)
+        self.ready: list[Layers | None] = [None] * PAD_COUNT  # current hit (velocity layers) per pad
+        self._fresh: list[deque[tuple[int, int, Layers]]] = [deque() for _ in range(PAD_COUNT)]
+        self._fresh_next = [0] * PAD_COUNT  # counter of the next fresh variation to render per pad
+        self._gen = [0] * PAD_COUNT  # bumped on every change of a pad's sound
+        self._dirty: dict[int, float] = {}  # pad -> perf_counter() of the oldest unrendered change
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._listeners: list[Listener] = []
+        self._trigger_listeners: list[TriggerListener] = []
+        self._worker: threading.Thread | None = None
+        self._stop = False
+        self._busy = 0  # render batches taken from _dirty / fresh but not stored yet
+        for p in range(PAD_COUNT):
+            self._dirty[p] = 0.0  # 0: initial render (not a knob move; not in the knob -> ready stats)
+
+    # ----- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._worker is None:
+            self._stop = False
+            self._worker = threading.Thread(target=self._run, name="kickit-render", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+            self._worker = None
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Block until every pad has its current hit and every fresh queue is full (or timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._idle():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self._worker is None:
+                    self._cond.release()
+                    try:
+                        self.render_pending()
+                    finally:
+                        self._cond.acquire()
+                else:
+                    self._cond.wait(min(left, 0.05))
+        return True
+
+    def _idle(self) -> bool:
+        return not self._dirty and not self._busy and self._fresh_wanted() is None
+
+    # ----- listeners -----------------------------------------------------------------------------
+    def add_listener(self, callback: Listener) -> None:
+        """``callback(pad, hit (2, n) float32, rate)`` from the render worker when a pad's current hit changes.
+        Called at once for every pad that already has a hit."""
+        with self._lock:
+            self._listeners.append(callback)
+            current = [(p, r[-1]) for p, r in enumerate(self.ready) if r is not None]
+        for p, hit in current:
+            self._call(callback, p, hit)
+
+    def add_trigger_listener(self, callback: TriggerListener) -> None:
+        """``callback(pad, hit (2, n), gain)`` from the triggering thread for every played hit."""
+        self._trigger_listeners.append(callback)
+
+    def _call(self, cb: Listener, pad: int, hit: np.ndarray) -> None:
+        try:
+            cb(pad, hit, self.rate)
+        except Exception:
+            log.exception("hit listener failed")
+
+    # ----- rendering (worker thread or synchronous) --------------------------------------------------
+    def _pad_z(self, p: int) -> np.ndarray:
+        pad = self.pads[p]
+        return self.source.apply_knobs(pad.latent, pad.knobs)
+
+    def _layer_zs(self, z: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        if cfg.velocity_layers <= 1 or not self.source.knobs:
+            return z[None, :]
+        knob = self.source.knobs[min(cfg.velocity_knob, len(self.source.knobs) - 1)]
+        offs = padlib.layer_offsets(cfg.velocity_layers, cfg.velocity_amount)
+        return np.stack([z + np.float32(knob.offset(o)) * knob.direction for o in offs]).astype(np.float32)
+
+    def _render(self, source: HitSource, zs: np.ndarray) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        try:
+            hits = source.render(zs)
+        except Exception as e:
+            self.stats.render_errors += 1
+            log.error("render failed: %s", e)
+            return None
+        self.stats.render_ms.append((time.perf_counter() - t0) * 1e3 / max(1, len(zs)))
+        self.stats.hits_rendered += len(zs)
+        return hits
+
+    def _fresh_wanted(self) -> int | None:
+        q = self.config.fresh_queue
+        for p in range(PAD_COUNT):
+            if self.pads[p].mode == "fresh" and len(self._fresh[p]) < q:
+                return p
+        return None
+
+    def render_pending(self) -> bool:
+        """Do one unit of render work (all dirty pads in one batch, else one fresh variation). False if idle."""
+        with self._lock:
+            if self._dirty:
+                jobs = sorted(self._dirty.items())
+                self._dirty.clear()
+                source = self.source
+                zs = [(p, stamp, self._gen[p], self._layer_zs(self._pad_z(p))) for p, stamp in jobs]
+                kind = "ready"
+            else:
+                p = self._fresh_wanted()
+                if p is None:
+                    return False
+                source = self.source
+                k = self._fresh_next[p]
+                self._fresh_next[p] = k + 1
+                pad = self.pads[p]
+                z = padlib.fresh_latent(self._pad_z(p), pad.spread, self.seed, p, k)
+                zs = [(p, k, self._gen[p], self._layer_zs(z))]
+                kind = "fresh"
+            self._busy += 1
+        try:
+            hits = self._render(source, np.concatenate([z for *_, z in zs]))
+        except BaseException:
+            with self._lock:
+                self._busy -= 1
+            raise
+        if hits is None:
+            with self._lock:  # retry later (a bad model is replaced by load_model; do not spin)
+                self._busy -= 1
+                if kind == "ready":
+                    for p, stamp, _g, _z in zs:
+                        self._dirty.setdefault(p, stamp)
+            time.sleep(0.05)
+            return True
+        now = time.perf_counter()
+        changed: list[tuple[int, np.ndarray]] = []
+        with self._cond:
+            self._busy -= 1
+            i = 0
+            for p, tag, gen, z in zs:
+                layers = tuple(freeze(h) for h in hits[i:i + len(z)])
+                i += len(z)
+                if source is not self.source or gen != self._gen[p]:
+                    continue  # changed meanwhile: a newer render is queued
+                if kind == "ready":
+                    self.ready[p] = layers
+                    if tag > 0.0:
+                        self.stats.knob_ready_ms.append((now - tag) * 1e3)
+                    changed.append((p, layers[-1]))
+                else:
+                    self._fresh[p].append((gen, tag, layers))
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for p, hit in changed:
+            for cb in listeners:
+                self._call(cb, p, hit)
+        return True
+
+    def _run(self) -> None:
+        try:  # Linux: per-thread nice; rendering yields to the audio and MIDI threads
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._cond:
+                while not self._stop and self._idle():
+                    self._cond.wait(0.5)
+                if self._stop:
+                    return
+            try:
+                self.render_pending()
+            except Exception:
+                self.stats.render_errors += 1
+                log.exception("render worker error")
+                time.sleep(0.05)
+
+    def _touch(self, p: int, stamp: float | None = None) -> None:
+        """Pad ``p``'s sound changed: re-render its current hit and drop its queued fresh variations."""
+        self._gen[p] += 1
+        self._dirty.setdefault(p, time.perf_counter() if stamp is None else stamp)
+        self._fresh[p].clear()
+        self._fresh_next[p] = self.pads[p].fresh_count
+        self._cond.notify_all()
+
+    # ----- playing -----------------------------------------------------------------------------
+    def _take(self, p: int, wait: bool) -> Layers | None:
+        with self._lock:
+            pad = self.pads[p]
+            if pad.mode == "fresh":
+                if not self._fresh[p] and wait:
+                    self._fill_fresh_now(p)
+                if self._fresh[p]:
+                    _gen, k, layers = self._fresh[p].popleft()
+                    pad.fresh_count = k + 1
+                    self._cond.notify_all()
+                    return layers
+                self.stats.fresh_underruns += 1
+            if wait:  # offline: play the pad's latest state, rendering it now if needed
+                while p in self._dirty or (self._busy and self.ready[p] is None):
+                    self._lock.release()
+                    try:
+                        if self._worker is None:
+                            self.render_pending()
+                        else:
+                            time.sleep(0.001)
+                    finally:
+                        self._lock.acquire()
+            return self.ready[p]
+
+    def _fill_fresh_now(self, p: int) -> None:
+        # offline path: render the next fresh variation synchronously (same variation the worker would make)
+        while not self._fresh[p] and self.pads[p].mode == "fresh":
+            if self._dirty:
+                self.render_pending()
+                continue
+            k = self._fresh_next[p]
+            self._fresh_next[p] = k + 1
+            z = padlib.fresh_latent(self._pad_z(p), self.pads[p].spread, self.seed, p, k)
+            hits = self._render(self.source, self._layer_zs(z))
+            if hits is None:
+                return
+            self._fresh[p].append((self._gen[p], k, tuple(freeze(h) for h in hits)))
+
+    def note_on(self, pad: int, velocity: float = 1.0, *, stamp: float | None = None, offset: int = 0,
+                wait: bool = False) -> bool:
+        """Play ``pad`` at ``velocity`` (0..1) in the next audio block (at ``offset`` samples into it).
+        ``wait``: render synchronously if nothing is ready (offline rendering); live calls never wait."""
+        if not 0 <= pad < PAD_COUNT:
+            return False
+        layers = self._take(pad, wait)
+        if layers is None:
+            self.stats.not_ready += 1
+            return False
+        hit = layers[padlib.velocity_layer(velocity, len(layers))]
+        gain = padlib.velocity_gain(velocity)
+        for cb in self._trigger_listeners:
+            try:
+                cb(pad, hit, gain)
+            except Exception:
+                log.exception("trigger listener failed")
+        if self.events_enabled:
+            return self.ring.push(EV_NOTE, pad, hit, gain, offset, time.perf_counter() if stamp is None else stamp)
+        return True
+
+    def panic(self) -> None:
+        self.ring.push(EV_PANIC)
+
+    def choke(self, pad: int) -> None:
+        self.ring.push(EV_CHOKE, pad)
+
+    def process(self, out: np.ndarray) -> None:
+        """Audio callback body: mix the voices into ``out`` (frames, 2) float32. Never raises."""
+        self.mixer.process(out)
+
+    # ----- editing -----------------------------------------------------------------------------
+    def select(self, pad: int) -> None:
+        with self._lock:
+            self.selected = pad
+
+    def set_knob(self, index: int, value: float, pad: int | None = None) -> None:
+        with self._lock:
+            p = self.selected if pad is None else pad
+            v = float(np.clip(value, -1.0, 1.0))
+            if self.pads[p].knobs[index] != v:
+                self.pads[p].knobs[index] = v
+                self._touch(p)
+
+    def set_knobs(self, values: list[float] | tuple[float, ...], pad: int | None = None) -> None:
+        with self._lock:
+            p = self.selected if pad is None else pad
+            vals = [float(np.clip(v, -1.0, 1.0)) for v in values]
+            if self.pads[p].knobs != vals:
+                self.pads[p].knobs = vals
+                self._touch(p)
+
+    def new_latent(self, pad: int) -> None:
+        with self._lock:
+            self.pads[pad].latent = padlib.new_latent(self.pads[pad], pad, self.seed)
+            self.pads[pad].knobs = [0.0] * KNOB_COUNT
+            self._touch(pad)
+
+    def set_mode(self, pad: int, mode: str) -> None:
+        with self._lock:
+            self.pads[pad].mode = padlib.check_mode(mode)
+            self._fresh[pad].clear()
+            self._fresh_next[pad] = self.pads[pad].fresh_count
+            self._cond.notify_all()
+
+    def set_spread(self, pad: int, spread: float) -> None:
+        with self._lock:
+            self.pads[pad].spread = float(np.clip(spread, 0.0, padlib.MAX_SPREAD))
+            self._touch(pad)
+
+    def store(self, pad: int) -> None:
+        """Bake the knob offsets into the pad's latent and zero its knobs (the sound does not change)."""
+        with self._lock:
+            p = self.pads[pad]
+            p.latent = self.source.apply_knobs(p.latent, p.knobs).astype(np.float32)
+            p.knobs = [0.0] * KNOB_COUNT
+
+    def set_seed(self, seed: int) -> None:
+        """Seed of later /new latents and fresh variations (existing pads keep their latents)."""
+        with self._lock:
+            self.seed = int(seed)
+            for p in range(PAD_COUNT):
+                self._fresh[p].clear()
+                self._fresh_next[p] = self.pads[p].fresh_count
+            self._cond.notify_all()
+
+    def replace_state(self, pads: list[Pad], seed: int, selected: int = 0) -> None:
+        """Install pads (a preset): every pad is re-rendered; old hits keep playing until then."""
+        if len(pads) != PAD_COUNT:
+            raise ValueError(f"need {PAD_COUNT} pads, got {len(pads)}")
+        with self._lock:
+            self.pads = [p.copy() for p in pads]
+            self.seed = int(seed)
+            self.selected = selected
+            for p in range(PAD_COUNT):
+                self._touch(p, 0.0)
+
+    def swap_source(self, source: HitSource) -> None:
+        """Hot swap to another model: render every pad with it off the audio path, then swap them all at once.
+        The old hits play until the swap; a latent size change starts from fresh seeded pads."""
+        with self._lock:
+            if source.rate != self.rate:
+                raise ValueError(f"new model renders at {source.rate} Hz, the output runs at {self.rate} Hz")
+            if source.latent_dim == self.source.latent_dim:
+                pads = [p.copy() for p in self.pads]
+            else:
+                log.warning("model %s has latent size %d (was %d): pads start from new seeded latents",
+                            source.name, source.latent_dim, self.source.latent_dim)
+                pads = padlib.initial_pads(self.seed, source.latent_dim)
+            zs = [self._layer_zs(source.apply_knobs(p.latent, p.knobs)) for p in pads]
+        hits = self._render(source, np.concatenate(zs))
+        if hits is None:
+            raise RuntimeError(f"model {source.name} failed to render; keeping the current model")
+        changed = []
+        with self._cond:
+            i = 0
+            for p in range(PAD_COUNT):
+                n = len(zs[p])
+                self.ready[p] = tuple(freeze(h) for h in hits[i:i + n])
+                i += n
+                changed.append((p, self.ready[p][-1]))
+                self._gen[p] += 1
+                self._fresh[p].clear()
+                self._fresh_next[p] = pads[p].fresh_count
+            self.pads = pads
+            self.source = source
+            self._dirty.clear()
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for p, hit in changed:
+            for cb in listeners:
+                self._call(cb, p, hit)
+
+    # ----- actions (OSC/MIDI) --------------------------------------------------------------------
+    def apply(self, action: Action, stamp: float | None = None) -> bool:
+        """Apply the engine-level actions (knob, knobs, select, trigger, new, mode, spread, store, seed, panic).
+        Returns False for kinds handled elsewhere (model/preset loading, status, connect, learn)."""
+        k = action.kind
+        if k == "trigger":
+            self.note_on(action.pad, action.value, stamp=stamp)
+        elif k == "knob":
+            self.set_knob(action.index, action.value)
+        elif k == "knobs":
+            self.set_knobs(action.value)
+        elif k == "select":
+            self.select(action.pad)
+        elif k == "new":
+            self.new_latent(action.pad)
+        elif k == "mode":
+            self.set_mode(action.pad, action.value)
+        elif k == "spread":
+            self.set_spread(action.pad, action.value)
+        elif k == "store":
+            self.store(action.pad)
+        elif k == "seed":
+            self.set_seed(action.value)
+        elif k == "panic":
+            self.panic()
+        else:
+            return False
+        return True
+
+    # ----- status ------------------------------------------------------------------------------
+    def status(self) -> dict:
+        s = self.stats
+        with self._lock:
+            pads = [{"note": self.pad_map.note(i) if i < len(self.pad_map) else None, "mode": p.mode,
+                     "ready": self.ready[i] is not None,
+                     "fresh_queued": len(self._fresh[i]) if p.mode == "fresh" else None}
+                    for i, p in enumerate(self.pads)]
+            knobs = list(self.pads[self.selected].knobs)
+            names = [k.name for k in self.source.knobs]
+        return {
+            "model": self.source.name, "weights_hash": self.source.weights_hash, "rate": self.rate,
+            "selected": self.selected, "knobs": knobs, "knob_names": names, "pads": pads,
+            "voices": self.mixer.active(), "max_voices": self.mixer.max_voices, "stolen": self.mixer.stolen,
+            "notes": self.mixer.notes_started,
+            "render_ms_p50": percentile(s.render_ms, 50), "knob_ready_ms_p50": percentile(s.knob_ready_ms, 50),
+            "knob_ready_ms_p95": percentile(s.knob_ready_ms, 95),
+            "note_latency_ms_p99": percentile(self.mixer.note_latencies_ms(), 99),
+            "callback_errors": self.mixer.callback_errors, "ring_dropped": self.ring.dropped,
+            "not_ready": s.not_ready, "fresh_underruns": s.fresh_underruns, "render_errors": s.render_errors,
+        }
+
+    # ----- presets -----------------------------------------------------------------------------
+    def to_preset(self) -> Preset:
+        with self._lock:
+            return Preset(self.source.weights_hash, self.source.name, self.seed, self.selected,
+                          [p.copy() for p in self.pads])
+
+    def save_preset(self, path: str | os.PathLike[str]) -> Path:
+        return save_preset(path, self.to_preset())
+
+    def load_preset(self, path: str | os.PathLike[str]) -> list[str]:
+        """Load a preset file (raises :class:`PresetError`); returns warnings (e.g. another model's preset)."""
+        preset = load_preset(path, self.source.latent_dim)
+        warnings = []
+        if preset.model_hash != self.source.weights_hash:
+            warnings.append(f"{path}: preset was made for model {preset.model_name or '?'} "
+                            f"(weights {preset.model_hash[:12]}), playing {self.source.name} "
+                            f"(weights {self.source.weights_hash[:12]}): the kicks will sound different")
+        self.replace_state(preset.pads, preset.seed, preset.selected)
+        return warnings

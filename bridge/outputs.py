@@ -1,0 +1,252 @@
+"""Output sinks: where the engine's hits go. One interface, three kinds:
+
+* :class:`DeviceSink` - an audio device through sounddevice/PortAudio; the callback only mixes
+  (:meth:`kickit.bridge.engine.Engine.process`), counts xruns from the status flags, and a lost device is
+  reopened by name while the engine keeps its state.
+* :class:`FileSink` - no audio device: every triggered hit is written as a WAV file to a folder.
+* the DAW mode (``kickit bridge --daw``, :mod:`kickit.bridge.daw`) plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from kickit.bridge.engine import Engine
+
+from kickit.audio import write_wav
+
+log = logging.getLogger("kickit.bridge")
+
+SWITCH_INTERVAL = 0.0002  # seconds; see DeviceSink.start
+
+
+class OutputError(RuntimeError):
+    """No usable output (one line, naming the device and what was wrong)."""
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def counters(self) -> dict[str, Any]: ...
+
+
+def _sd():  # noqa: ANN202 - the sounddevice module, or OutputError when PortAudio is missing
+    try:
+        import sounddevice as sd
+    except (OSError, ImportError) as e:
+        raise OutputError(f"no audio output: PortAudio is not available ({e})") from None
+    return sd
+
+
+def rescan_devices() -> None:
+    """Re-initialise PortAudio so devices (or a JACK server) that appeared since start-up are seen."""
+    sd = _sd()
+    try:
+        sd._terminate()
+        sd._initialize()
+    except Exception as e:  # PortAudio errors while re-initialising: report on the next open
+        log.debug("PortAudio re-init failed: %s", e)
+
+
+def find_output_device(name: str | None) -> tuple[int, dict[str, Any]]:
+    """The output device matching ``name`` (exact, else case-insensitive substring) or the default one."""
+    sd = _sd()
+    try:
+        devices = list(sd.query_devices())
+    except Exception as e:
+        raise OutputError(f"no audio output: cannot list audio devices ({e})") from None
+    outputs = [(i, d) for i, d in enumerate(devices) if d["max_output_channels"] >= 1]
+    if not outputs:
+        raise OutputError("no audio output device found (no sound card or audio server)")
+    if name is None:
+        try:
+            idx = sd.default.device[1]
+        except Exception:
+            idx = -1
+        for i, d in outputs:
+            if i == idx:
+                return i, dict(d)
+        return outputs[0][0], dict(outputs[0][1])
+    exact = [(i, d) for i, d in outputs if d["name"] == name]
+    partial = [(i, d) for i, d in outputs if name.lower() in d["name"].lower()]
+    found = exact or partial
+    if not found:
+        names = ", ".join(repr(d["name"]) for _, d in outputs)
+        raise OutputError(f"audio device {name!r} not found (outputs: {names})")
+    return found[0][0], dict(found[0][1])
+
+
+class DeviceSink:
+    """Stereo float32 output stream whose callback mixes the engine's voices."""
+
+    def __init__(self, engine: Engine, device: str | None = None, block: int = 128) -> None:
+        if not 16 <= block <= engine.config.max_block:
+            raise OutputError(f"block size {block} outside 16..{engine.config.max_block}")
+        self.engine = engine
+        self.device = device
+        self.block = int(block)
+        self.xruns = 0
+        self.callbacks = 0
+        self.reconnects = 0
+        self.device_name = "?"
+        self.stream = None
+        self._stopping = False
+        self._monitor: threading.Thread | None = None
+        self._lost = threading.Event()
+
+    @staticmethod
+    def probe_rate(device: str | None) -> int:
+        """The device's sample rate (what hits must be rendered at); raises OutputError when none."""
+        _i, info = find_output_device(device)
+        return int(round(info["default_samplerate"]))
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status:
+            self.xruns += 1
+        self.callbacks += 1
+        self.engine.process(outdata)
+
+    def _finished(self) -> None:
+        if not self._stopping:
+            self._lost.set()
+
+    def _open(self) -> None:
+        sd = _sd()
+        idx, info = find_output_device(self.device)
+        rate = int(round(info["default_samplerate"]))
+        if rate != self.engine.rate:
+            raise OutputError(f"audio device {info['name']!r} now runs at {rate} Hz; hits are rendered at "
+                              f"{self.engine.rate} Hz (restart the bridge)")
+        try:
+            stream = sd.OutputStream(device=idx, samplerate=rate, blocksize=self.block, channels=2,
+                                     dtype="float32", latency="low", callback=self._callback,
+                                     finished_callback=self._finished)
+            stream.start()
+        except Exception as e:
+            raise OutputError(f"audio device {info['name']!r}: cannot open a stereo stream at {rate} Hz, "
+                              f"block {self.block} ({e})") from None
+        self.stream = stream
+        self.device_name = str(info["name"])
+        self._lost.clear()
+
+    def start(self) -> None:
+        self._stopping = False
+        # The callback runs Python and needs the GIL: a render thread holding it for the default 5 ms switch
+        # interval would make it miss a 2.9 ms period. Ask for the GIL to be handed over much sooner.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self._open()
+        self._monitor = threading.Thread(target=self._watch, name="kickit-audio-watch", daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._stopping:
+            lost = self._lost.wait(0.5) or (self.stream is not None and not self.stream.active)
+            if self._stopping:
+                return
+            if not lost:
+                continue
+            log.warning("audio device %r lost; reconnecting by name (state kept)", self.device_name)
+            self._close_stream()
+            while not self._stopping:
+                rescan_devices()
+                try:
+                    self._open()
+                    self.reconnects += 1
+                    log.info("audio device %r is back", self.device_name)
+                    break
+                except OutputError as e:
+                    log.debug("reconnect failed: %s", e)
+                    time.sleep(1.0)
+
+    def _close_stream(self) -> None:
+        s, self.stream = self.stream, None
+        if s is not None:
+            try:
+                s.abort()
+                s.close()
+            except Exception as e:  # a dead device can fail to close; the stream object is dropped anyway
+                log.debug("closing the stream: %s", e)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._lost.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+            self._monitor = None
+        self._close_stream()
+
+    def describe(self) -> str:
+        return f"audio device {self.device_name!r} at {self.engine.rate} Hz, block {self.block}"
+
+    def counters(self) -> dict[str, Any]:
+        return {"xruns": self.xruns, "reconnects": self.reconnects,
+                "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
+
+
+class FileSink:
+    """Every triggered hit (with its velocity gain) becomes a WAV file in ``out_dir``."""
+
+    def __init__(self, engine: Engine, out_dir: str | Path) -> None:
+        self.engine = engine
+        self.out_dir = Path(out_dir)
+        self.written = 0
+        self.errors = 0
+        self._queue: queue.Queue[tuple[int, np.ndarray, float] | None] = queue.Queue(maxsize=256)
+        self._thread: threading.Thread | None = None
+        self._counter = itertools.count(1)
+        self.last_path: Path | None = None
+
+    def start(self) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{self.out_dir}: cannot create the hits folder ({e.strerror or e})") from None
+        self.engine.events_enabled = False
+        self.engine.add_trigger_listener(self._on_trigger)
+        self._thread = threading.Thread(target=self._write_loop, name="kickit-file-sink", daemon=True)
+        self._thread.start()
+
+    def _on_trigger(self, pad: int, hit: np.ndarray, gain: float) -> None:
+        try:
+            self._queue.put_nowait((pad, hit, gain))
+        except queue.Full:
+            self.errors += 1
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            pad, hit, gain = item
+            path = self.out_dir / f"hit-{next(self._counter):05d}-pad{pad:02d}.wav"
+            try:
+                write_wav(path, hit * np.float32(gain), self.engine.rate)
+                self.written += 1
+                self.last_path = path
+            except Exception as e:
+                self.errors += 1
+                log.error("%s: cannot write hit (%s)", path, e)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def describe(self) -> str:
+        return f"files in {self.out_dir}"
+
+    def counters(self) -> dict[str, Any]:
+        return {"files_written": self.written, "file_errors": self.errors}

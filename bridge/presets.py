@@ -1,0 +1,127 @@
+"""Presets: a JSON file with the model hash, the seed and every pad's latent, mode, knobs and spread.
+
+Latents are stored as the exact float32 values (JSON numbers round-trip them bit for bit), so loading a
+preset with the same model renders exactly the same kicks. A preset made for another model (weights hash)
+still loads when the latent size matches, with a warning: the kicks will differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kickit.bridge.pads import KNOB_COUNT, MAX_SPREAD, MODES, PAD_COUNT, Pad
+
+PRESET_FORMAT = 1
+
+
+class PresetError(ValueError):
+    """A preset file cannot be used; the one-line message names the file and what is wrong."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class Preset:
+    model_hash: str
+    model_name: str
+    seed: int
+    selected: int
+    pads: list[Pad]
+
+
+def to_dict(preset: Preset) -> dict[str, Any]:
+    return {
+        "format": PRESET_FORMAT,
+        "kind": "kickit-preset",
+        "model": {"name": preset.model_name, "weights_sha256": preset.model_hash},
+        "seed": preset.seed,
+        "selected": preset.selected,
+        "pads": [
+            {"latent": [float(x) for x in p.latent.astype(np.float32)], "mode": p.mode,
+             "knobs": [float(v) for v in p.knobs], "spread": float(p.spread), "new_count": p.new_count,
+             "fresh_count": p.fresh_count}
+            for p in preset.pads
+        ],
+    }
+
+
+def save_preset(path: str | os.PathLike[str], preset: Preset) -> Path:
+    """Write atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_dict(preset), indent=1)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _num(path: Path, where: str, x: Any, lo: float, hi: float) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
+        raise PresetError(path, f"{where}: {x!r} is not a number in [{lo}, {hi}]")
+    return float(x)
+
+
+def _int(path: Path, where: str, x: Any, lo: int, hi: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
+        raise PresetError(path, f"{where}: {x!r} is not an integer in {lo}..{hi}")
+    return x
+
+
+def load_preset(path: str | os.PathLike[str], latent_dim: int) -> Preset:
+    """Read and validate a preset for a model with ``latent_dim`` latents (raises :class:`PresetError`)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise PresetError(p, f"cannot read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PresetError(p, f"not a JSON preset ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != "kickit-preset":
+        raise PresetError(p, "not a kickit preset (no \"kind\": \"kickit-preset\")")
+    if data.get("format") != PRESET_FORMAT:
+        raise PresetError(p, f"unknown preset format {data.get('format')!r} (this kickit reads {PRESET_FORMAT})")
+    model = data.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("weights_sha256"), str):
+        raise PresetError(p, "model.weights_sha256 missing")
+    pads_raw = data.get("pads")
+    if not isinstance(pads_raw, list) or len(pads_raw) != PAD_COUNT:
+        raise PresetError(p, f"needs a list of {PAD_COUNT} pads")
+    pads: list[Pad] = []
+    for i, d in enumerate(pads_raw):
+        where = f"pad {i}"
+        if not isinstance(d, dict):
+            raise PresetError(p, f"{where}: not an object")
+        lat = d.get("latent")
+        if not isinstance(lat, list) or len(lat) != latent_dim:
+            n = len(lat) if isinstance(lat, list) else "no"
+            raise PresetError(p, f"{where}: latent has {n} values; the model needs {latent_dim} "
+                                 "(preset made for another model?)")
+        z = np.array([_num(p, f"{where} latent", x, -1e3, 1e3) for x in lat], dtype=np.float32)
+        mode = d.get("mode", "hold")
+        if mode not in MODES:
+            raise PresetError(p, f"{where}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+        knobs = d.get("knobs", [0.0] * KNOB_COUNT)
+        if not isinstance(knobs, list) or len(knobs) != KNOB_COUNT:
+            raise PresetError(p, f"{where}: knobs must be {KNOB_COUNT} numbers")
+        kv = [_num(p, f"{where} knob", v, -1.0, 1.0) for v in knobs]
+        spread = _num(p, f"{where} spread", d.get("spread", 0.35), 0.0, MAX_SPREAD)
+        pads.append(Pad(z, mode, kv, spread, _int(p, f"{where} new_count", d.get("new_count", 1), 0, 2**31),
+                        _int(p, f"{where} fresh_count", d.get("fresh_count", 0), 0, 2**62)))
+    return Preset(model["weights_sha256"], str(model.get("name", "")),
+                  _int(p, "seed", data.get("seed", 0), 0, 2**32 - 1),
+                  _int(p, "selected", data.get("selected", 0), 0, PAD_COUNT - 1), pads)

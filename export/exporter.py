@@ -1,0 +1,120 @@
+"""From a training run (or checkpoint) to a kickit model file: load the EMA generator, compute knobs, export.
+
+Also ``export_untrained(config_name, out)``: a freshly initialised generator of a named training config, used
+for the test model (tests/data/models/tiny-spec.onnx) and for benchmarking the default architecture before a
+trained model exists.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kickit.export.knobs import compute_knobs
+from kickit.export.onnx_export import ExportResult, export_generator
+from kickit.training import checkpoint as ckpt_mod
+from kickit.training import config as config_mod
+from kickit.training import models as models_mod
+
+from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
+
+
+def _latent_dim(cfg: Any) -> int:
+    for name in ("latent_dim", "latent", "z_dim"):
+        v = getattr(cfg, name, None) if not isinstance(cfg, dict) else cfg.get(name)
+        if v is not None:
+            return int(v)
+    raise ValueError("training config has no latent size (latent_dim)")
+
+
+def _config_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        return cfg
+    import dataclasses
+
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+
+
+def export_checkpoint(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    ema: bool = True,
+    knob_samples: int = 1024,
+    knob_bases: int = 6,
+    knob_steps: int = 9,
+    knobs: int = 8,
+    seed: int = 0,
+    threads: int = 2,
+) -> ExportResult:
+    """Export the (EMA) generator of a run folder or checkpoint file to ``out``."""
+    if knobs < 0 or knob_steps < 3 or knob_steps % 2 == 0 or knob_bases < 1:
+        raise ValueError(f"knobs {knobs}, knob steps {knob_steps}, knob bases {knob_bases}: need knobs >= 0, "
+                         "an odd number of steps >= 3 and at least one base")
+    torch.set_num_threads(max(1, threads))
+    path = Path(ckpt_mod.find_checkpoint(source, which))
+    ckpt = ckpt_mod.load_checkpoint(path)
+    generator = models_mod.generator_from_checkpoint(ckpt, ema=ema)
+    contract = SpectralContract.from_dict(ckpt["contract"])
+    cfg = ckpt["config"]
+    cfg_d = _config_dict(cfg)
+    latent_dim = _latent_dim(cfg)
+    mtime = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
+    training = {
+        "steps": int(ckpt.get("step", 0)),
+        "config": cfg_d.get("name", "?"),
+        "data": ckpt.get("data_summary") or {},
+        "metrics": ckpt.get("metrics") or {},
+        "checkpoint": path.name,
+        "checkpoint_date": mtime,
+        "ema": bool(ema),
+    }
+    if knob_samples < 2 * latent_dim:
+        raise ValueError(f"--knob-samples {knob_samples}: need at least {2 * latent_dim} for a latent of {latent_dim}")
+
+    def knob_fn(g: torch.nn.Module) -> list:
+        if knobs == 0:
+            return []
+        return compute_knobs(g, contract, latent_dim, k=knobs, n=knob_samples, bases=knob_bases,
+                             steps=knob_steps, seed=seed)
+
+    return export_generator(generator, contract, out, latent_dim=latent_dim, training=training,
+                            family="spec-gan", output="spec", knob_fn=knob_fn)
+
+
+def export_untrained(
+    config_name: str,
+    out: str | os.PathLike[str],
+    *,
+    contract: SpectralContract = DEFAULT_CONTRACT,
+    seed: int = 0,
+    knobs: bool = False,
+    knob_samples: int = 256,
+    knob_bases: int = 3,
+    base_audio: np.ndarray | None = None,
+) -> Path:
+    """A seeded, untrained generator of a named training config as a model file (for tests and benchmarks).
+
+    ``base_audio`` (N, 2, n): hits whose mean scaled spectrogram initialises the generator's output base map
+    (as training does with the real data), so even untrained output is kick-shaped.
+    """
+    cfg = config_mod.get_config(config_name)
+    torch.manual_seed(seed)
+    generator = models_mod.build_generator(cfg, contract).eval()
+    if base_audio is not None:
+        mean = contract.encode(np.asarray(base_audio, dtype=np.float32)).mean(axis=0)
+        generator.init_base(torch.from_numpy(mean))
+    latent_dim = _latent_dim(cfg)
+    training = {"steps": 0, "config": config_name, "data": {}, "note": f"untrained, torch seed {seed}"}
+    knob_fn = None
+    if knobs:
+        def knob_fn(g: torch.nn.Module) -> list:
+            return compute_knobs(g, contract, latent_dim, n=max(knob_samples, 2 * latent_dim), bases=knob_bases,
+                                 seed=seed)
+    res = export_generator(generator, contract, out, latent_dim=latent_dim, training=training, knob_fn=knob_fn)
+    return res.path

@@ -1,0 +1,224 @@
+"""Export a generator to one self-contained kickit model file (ONNX + metadata), with a parity self-test.
+
+Steps (``export_generator``):
+
+1. ``torch.onnx.export`` (TorchScript exporter, opset 17, dynamic batch): input ``z`` [B, latent], output
+   ``spec`` [B, 2, frames, rows] or ``audio`` [B, 2, N]. Weights inside the file, never external data.
+2. Parity self-test: onnxruntime vs torch on 64 seeded N(0, I) latents; a max abs difference over
+   ``tolerance`` (1e-4) raises :class:`ExportError` and nothing is written.
+3. Metadata (``kickit.*`` keys in ``metadata_props``, see kickit.modelfile.META): format version, contract,
+   family, output, latent size, knobs, training summary, parity result, and the sha256 of the serialized graph.
+4. Written atomically (temp file in the target folder, fsync, rename) only after ``kickit.modelfile.load_model``
+   accepted the temp file: a file that the bridge would refuse is never written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from kickit import __version__
+from kickit.modelfile import (
+    FAMILIES,
+    FORMAT_VERSION,
+    INPUT_NAME,
+    META,
+    OUTPUTS,
+    Knob,
+    ModelError,
+    graph_sha256,
+    load_model,
+    session_options,
+)
+from kickit.spectral import SpectralContract
+
+OPSET = 17
+PARITY_LATENTS = 64
+PARITY_TOLERANCE = 1e-4
+PARITY_SEED = 1234
+
+
+class ExportError(RuntimeError):
+    """The export failed; nothing was written. The message says why."""
+
+
+@dataclass
+class Parity:
+    latents: int
+    max_abs_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.tolerance)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"latents": self.latents, "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance,
+                "ok": self.ok}
+
+
+def to_onnx(generator: torch.nn.Module, latent_dim: int, output: str = "spec", opset: int = OPSET) -> bytes:
+    """The generator as ONNX bytes (eval mode, CPU, float32, dynamic batch, weights embedded)."""
+    if output not in OUTPUTS:
+        raise ExportError(f"unknown output kind {output!r} (known: {', '.join(OUTPUTS)})")
+    if opset < 17:
+        raise ExportError(f"opset {opset} is too old; kickit model files need opset >= 17")
+    generator = generator.eval().to("cpu", torch.float32)
+    buf = io.BytesIO()
+    z = torch.zeros(2, latent_dim)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            generator, (z,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[output],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}}, opset_version=opset,
+            do_constant_folding=True, export_params=True,
+        )
+    data = buf.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+def parity_check(generator: torch.nn.Module, data: bytes, latent_dim: int, output: str,
+                 latents: int = PARITY_LATENTS, tolerance: float = PARITY_TOLERANCE,
+                 seed: int = PARITY_SEED) -> Parity:
+    """Max abs difference between onnxruntime (the file's graph) and torch on seeded random latents."""
+    z = np.random.default_rng(seed).standard_normal((latents, latent_dim)).astype(np.float32)
+    sess = ort.InferenceSession(data, sess_options=session_options(2), providers=["CPUExecutionProvider"])
+    (got,) = sess.run([output], {INPUT_NAME: z})
+    with torch.no_grad():
+        want = generator.eval()(torch.from_numpy(z)).float().numpy()
+    if got.shape != want.shape:
+        raise ExportError(f"parity self-test failed: onnxruntime output shape {got.shape} != torch {want.shape}")
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    worst = float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf")
+    return Parity(latents, worst, tolerance)
+
+
+def with_metadata(data: bytes, props: dict[str, str]) -> bytes:
+    """ONNX bytes with ``props`` set in metadata_props (replacing kickit.* keys) and the weights hash added."""
+    model = onnx.load_from_string(data)
+    keep = [p for p in model.metadata_props if not p.key.startswith("kickit.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    model.producer_name = "kickit"
+    model.producer_version = __version__
+    first = model.SerializeToString()
+    digest = graph_sha256(first)
+    model.metadata_props.add(key=META["weights_sha256"], value=digest)
+    final = model.SerializeToString()
+    if graph_sha256(final) != digest:  # the graph bytes must not move when metadata is added
+        raise ExportError("internal error: graph bytes changed while adding metadata")
+    return final
+
+
+def metadata(
+    contract: SpectralContract,
+    *,
+    family: str,
+    output: str,
+    latent_dim: int,
+    knobs: Sequence[Knob],
+    training: dict[str, Any],
+    parity: Parity,
+    encoder: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    if family not in FAMILIES:
+        raise ExportError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    props = {
+        META["format"]: str(FORMAT_VERSION),
+        META["contract"]: contract.to_json(),
+        META["family"]: family,
+        META["output"]: output,
+        META["latent_dim"]: str(int(latent_dim)),
+        META["knobs"]: json.dumps([k.to_dict() for k in knobs]),
+        META["training"]: json.dumps(training, sort_keys=True, default=str),
+        META["parity"]: json.dumps(parity.to_dict()),
+        META["exporter"]: f"kickit {__version__}, torch {torch.__version__}, opset {OPSET}",
+    }
+    if encoder is not None:
+        props[META["encoder"]] = json.dumps(encoder, sort_keys=True)
+    return props
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    size_bytes: int
+    parity: Parity
+    weights_hash: str
+    knobs: list[Knob]
+
+
+def export_generator(
+    generator: torch.nn.Module,
+    contract: SpectralContract,
+    out: str | os.PathLike[str],
+    *,
+    latent_dim: int,
+    knobs: Sequence[Knob] | None = None,
+    knob_fn: Any = None,
+    family: str = "spec-gan",
+    output: str = "spec",
+    training: dict[str, Any] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    opset: int = OPSET,
+) -> ExportResult:
+    """Export ``generator`` to ``out``; raises :class:`ExportError` (nothing written) when anything fails.
+
+    Knobs: pass ``knobs`` ready-made, or ``knob_fn(generator) -> list[Knob]`` to compute them after the
+    parity self-test passed (they are costly), or neither for a model without knobs.
+    """
+    out = Path(out)
+    generator = generator.eval().to("cpu", torch.float32)
+    try:
+        data = to_onnx(generator, latent_dim, output, opset)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"torch could not export the generator to ONNX: {str(e).splitlines()[0]}") from e
+    parity = parity_check(generator, data, latent_dim, output, tolerance=tolerance)
+    if not parity.ok:
+        raise ExportError(
+            f"parity self-test failed: max |onnxruntime - torch| = {parity.max_abs_diff:.3g} on "
+            f"{parity.latents} latents exceeds {tolerance:g}; {out} was not written"
+        )
+    if knobs is None:
+        knobs = knob_fn(generator) if knob_fn is not None else []
+    summary = dict(training or {})
+    summary.setdefault("exported", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    props = metadata(contract, family=family, output=output, latent_dim=latent_dim, knobs=knobs,
+                     training=summary, parity=parity)
+    final = with_metadata(data, props)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(final)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            model = load_model(tmp)
+        except ModelError as e:
+            raise ExportError(f"the exported file fails kickit's own loader ({e.reason}); {out} was not written") \
+                from None
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ExportResult(out, len(final), parity, model.weights_hash, list(model.knobs))

@@ -1,0 +1,388 @@
+"""Phase reconstruction: raw STFT bin magnitudes -> stereo audio, in numpy, vectorised over a batch of hits.
+
+Every method estimates **one phase per time-frequency cell from the mid magnitude** (the mean of the channel
+magnitudes) and applies it to every channel: ``channel_c = istft(|X_c| * exp(i * phase))``. Estimating a phase
+per channel would decorrelate left and right and smear the fundamental; one shared phase keeps the stereo
+image in the magnitudes, where the model put it, and halves the FFTs of the iterative methods.
+
+Methods (``METHODS``; ``DEFAULT_METHOD`` is the one chosen by the figures in docs/reconstruction.md):
+
+* ``fgla``: Fast Griffin-Lim (Perraudin, Balazs & Sondergaard 2013), momentum ``MOMENTUM`` (0.99), started
+  from a fixed pseudo-random phase (seeded: the same input always gives the same output).
+* ``pghi``: phase-gradient heap integration (Prusa, Balazs & Sondergaard 2017), non-iterative. The phase
+  derivatives come from the log-magnitude through the Gaussian relations (a Hann window of length L acts like
+  a Gaussian with ``lambda = 0.25645 L^2``); cells more than ``PGHI_TOL_DB`` under the hit's peak are left out.
+  The heap integration itself is sequential; ``pghi`` uses a vectorised spanning-tree version of it (the
+  phase is integrated along time within every bin, and adjacent bins are tied together at the frame where
+  both are strongest, which is the edge a heap would take first for a kick's ridges). ``pghi-heap`` is the
+  exact heap algorithm in plain Python: the reference the vectorised one is measured against (slow, offline).
+* ``pghi+fgla``: PGHI as the initial phase of a few FGLA iterations.
+* ``rtisi-la``: Real-Time Iterative Spectrogram Inversion with Look-Ahead (Zhu, Beauregard & Wyse 2007):
+  frames are committed one at a time, each after ``iterations`` refinements of the frames in the look-ahead.
+
+The time-frequency mask (StereoSampleGAN) is respected: cells that ``SpectralContract.decode_magnitude``
+zeroed are zero in every synthesis spectrum, and frames after the last non-silent one are never computed.
+All heavy arrays are float32 / complex64 (the forward FFT runs in float64, which numpy computes faster).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
+
+MOMENTUM = 0.99
+PGHI_TOL_DB = 80.0
+HANN_GAUSS_LAMBDA = 0.25645  # lambda / L^2 of the Gaussian window equivalent to a Hann window (Prusa 2017)
+RTISI_LOOKAHEAD = 3  # frames of look-ahead in RTISI-LA
+RANDOM_PHASE_SEED = 0
+_TINY = np.float32(1e-30)
+
+
+# ----- plans (tables cached per contract) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    window: np.ndarray  # float32 (n_fft,)
+    norm: np.ndarray  # float32 (n_samples + n_fft,): least-squares OLA normalisation in padded coordinates
+    random_phase: np.ndarray  # complex64 (frames, n_bins), unit modulus, seeded
+    bin_index: np.ndarray  # int64 (n_bins,)
+    bin_advance: np.ndarray  # float32 (n_bins,): 2 pi m hop / n_fft mod 2 pi, a bin's phase advance per frame
+    lam: float  # Gaussian lambda of the window, in samples^2
+
+
+@lru_cache(maxsize=8)
+def _plan(c: SpectralContract) -> _Plan:
+    window = c.window_array().astype(np.float32)
+    half = c.n_fft // 2
+    norm = np.zeros(c.n_samples + c.n_fft, dtype=np.float32)
+    norm[half : half + c.n_samples] = c.ola_normalisation()
+    rng = np.random.default_rng(RANDOM_PHASE_SEED)
+    random_phase = np.exp(2j * np.pi * rng.random((c.frames, c.n_bins))).astype(np.complex64)
+    bins = np.arange(c.n_bins)
+    advance = (2.0 * np.pi / c.n_fft * np.remainder(bins * c.hop, c.n_fft)).astype(np.float32)
+    for a in (window, norm, random_phase, bins, advance):
+        a.setflags(write=False)
+    return _Plan(window, norm, random_phase, bins, advance, HANN_GAUSS_LAMBDA * c.n_fft**2)
+
+
+# ----- STFT on the active frames (padded coordinates) ---------------------------------------------------
+def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
+    """Time frames (..., F, n_fft) -> normalised signal in padded coordinates (..., (F - 1) * hop + n_fft)."""
+    r = c.n_fft // c.hop
+    f = frames_td.shape[-2]
+    y = (frames_td * plan.window).reshape(*frames_td.shape[:-2], f, r, c.hop)
+    out = np.zeros((*frames_td.shape[:-2], f + r - 1, c.hop), dtype=np.float32)
+    for k in range(r):  # r = n_fft / hop blocks, never a loop over frames
+        out[..., k : k + f, :] += y[..., :, k, :]
+    out = out.reshape(*frames_td.shape[:-2], -1)
+    out *= plan.norm[: out.shape[-1]]
+    return out
+
+
+def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int) -> np.ndarray:
+    """Signal in padded coordinates (..., >= (F - 1) * hop + n_fft) -> complex128 STFT (..., F, n_bins)."""
+    view = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=-1)[..., :: c.hop, :][..., :n_frames, :]
+    return np.fft.rfft((view * plan.window).astype(np.float64), axis=-1)
+
+
+def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
+    return _overlap_add(np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False), c, plan)
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    """z / |z| as complex64 (0 -> 0)."""
+    z = z.astype(np.complex64, copy=False)
+    return z * (np.float32(1.0) / np.maximum(np.abs(z), _TINY))
+
+
+def active_frames(mag: np.ndarray) -> int:
+    """Number of leading frames that hold anything above the mask: 1 + the last non-silent frame (0 if none)."""
+    nz = np.any(mag.reshape(-1, mag.shape[-2], mag.shape[-1]) > 0, axis=(0, 2))
+    idx = np.flatnonzero(nz)
+    return int(idx[-1]) + 1 if idx.size else 0
+
+
+def _work_frames(mag: np.ndarray, frames: int) -> int:
+    """Frames to process: the active ones plus one silent frame, so the phase-gradient differences at the
+    last active frame are the same for a hit alone and inside a batch (batch == single, bit for bit)."""
+    f = active_frames(mag)
+    return min(frames, f + 1) if f else 0
+
+
+# ----- phase estimators: mid magnitude (H, F, B) -> unit phase (H, F, B) complex64 -----------------------
+def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, start: np.ndarray,
+          momentum: float = MOMENTUM) -> np.ndarray:
+    """Fast Griffin-Lim on the mid magnitude from a unit phase ``start``; returns the final unit phase."""
+    f = mid.shape[-2]
+    cur = mid * start
+    prev = cur
+    alpha = np.float32(momentum)
+    for _ in range(iterations):
+        spec = _analyse(_synthesise(cur, c, plan), c, plan, f)
+        proj = mid * _unit(spec)
+        cur = proj + alpha * (proj - prev)
+        prev = proj
+    return _unit(cur) if iterations else np.broadcast_to(start, mid.shape)
+
+
+def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PGHI phase derivatives of the mid magnitude, residual parts (float32, (H, F, B)) and the tolerance mask.
+
+    Returned: ``wr`` = phase advance per frame minus ``2 pi m hop / n_fft`` (the bin's own frequency) and
+    ``gr`` = phase advance per bin minus ``pi`` (kickit frames start, rather than centre, at the analysis
+    time: a factor (-1)^m), both in radians, and ``big`` (cells within ``tol_db`` of each hit's peak).
+    """
+    a, m_fft = c.hop, c.n_fft
+    peak = mid.reshape(mid.shape[0], -1).max(axis=1)
+    floor = (peak * np.float32(10.0 ** (-tol_db / 20.0))).astype(np.float32)[:, None, None]
+    big = mid > floor
+    s = np.log(np.maximum(mid, np.maximum(floor, _TINY)))
+    ds_dm = np.gradient(s, axis=-1)
+    ds_dn = np.gradient(s, axis=-2) if s.shape[-2] > 1 else np.zeros_like(s)
+    wr = ds_dm * np.float32(a * m_fft / plan.lam)
+    gr = ds_dn * np.float32(-plan.lam / (a * m_fft))
+    return wr.astype(np.float32, copy=False), gr.astype(np.float32, copy=False), big
+
+
+def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB) -> np.ndarray:
+    """Vectorised PGHI: a spanning tree of the heap's integration paths, in numpy (see module doc).
+
+    1. Time integration of the phase advance within every bin (trapezoid, float32 cumulative sum).
+    2. Adjacent bins tied together at the frame where the weaker of the two is strongest.
+    3. Phase locking over the exact low bins (where a kick's fundamental and body live): within each frame, a
+       bin takes the phase of the spectral peak whose lobe it sits on (found by climbing towards the louder
+       neighbour) plus the frequency integral of the phase gradient from that peak, as the heap does when
+       it spreads from a ridge across its lobe.
+    """
+    h, f, b = mid.shape
+    r = c.n_fft // c.hop
+    wr, gr, _ = _phase_gradients(mid, c, plan, tol_db)
+    w = wr + plan.bin_advance[:b]
+    t = np.zeros_like(w)
+    if f > 1:
+        np.cumsum(np.float32(0.5) * (w[:, 1:] + w[:, :-1]), axis=1, out=t[:, 1:])
+    link = np.argmax(np.minimum(mid[:, :, 1:], mid[:, :, :-1]), axis=1)  # (H, B - 1)
+    hi = np.arange(h)[:, None]
+    mi = np.arange(b - 1)[None, :]
+    d = (t[hi, link, mi].astype(np.float64) - t[hi, link, mi + 1]) + 0.5 * (gr[hi, link, mi] + gr[hi, link, mi + 1])
+    d += np.pi  # (-1)^m: kickit frames start at t * hop - n_fft / 2
+    offset = np.zeros((h, b))
+    np.cumsum(d, axis=1, out=offset[:, 1:])
+    phase = t + np.remainder(offset, 2.0 * np.pi).astype(np.float32)[:, None, :]
+    k = min(c.low_bins, b)
+    if k > 2:
+        mk = mid[:, :, :k]
+        g = np.zeros((h, f, k), dtype=np.float32)
+        np.cumsum(np.float32(0.5) * (gr[:, :, 1:k] + gr[:, :, : k - 1]) + np.float32(np.pi), axis=2, out=g[:, :, 1:])
+        idx = np.arange(k, dtype=np.int32)
+        ge_left = np.ones(mk.shape, dtype=bool)
+        ge_left[:, :, 1:] = mk[:, :, 1:] >= mk[:, :, :-1]
+        ge_right = np.ones(mk.shape, dtype=bool)
+        ge_right[:, :, :-1] = mk[:, :, :-1] >= mk[:, :, 1:]
+        peak = ge_left & ge_right
+        left_peak = np.maximum.accumulate(np.where(peak, idx, 0), axis=2)
+        right_peak = np.minimum.accumulate(np.where(peak, idx, k - 1)[:, :, ::-1], axis=2)[:, :, ::-1]
+        climb_right = np.zeros(mk.shape, dtype=bool)
+        climb_right[:, :, 1:-1] = mk[:, :, 2:] > mk[:, :, :-2]
+        climb_right[:, :, 0] = True
+        src = np.where(peak, idx, np.where(climb_right, right_peak, left_peak))
+        phase[:, :, :k] = np.take_along_axis(phase[:, :, :k] - g, src, axis=2) + g
+    return (np.cos(phase) + 1j * np.sin(phase)).astype(np.complex64)
+
+
+def pghi_heap_phase(mid: np.ndarray, contract: SpectralContract = DEFAULT_CONTRACT,
+                    tol_db: float = PGHI_TOL_DB) -> np.ndarray:
+    """Exact phase-gradient heap integration of one magnitude (F, B) -> phase in radians (F, B), float64.
+
+    Plain-Python heap (Prusa 2017, algorithm 1): start at the strongest cell, always extend from the strongest
+    cell reached so far to its four neighbours by trapezoidal integration of the phase gradient; a new start
+    is taken when the heap empties. Cells under the tolerance keep phase 0. Slow (seconds): the reference.
+    """
+    plan = _plan(contract)
+    mid = np.asarray(mid, dtype=np.float32)
+    if mid.ndim != 2:
+        raise ValueError(f"pghi_heap_phase: expected (frames, bins), got shape {mid.shape}")
+    wr, gr, big = (x[0].astype(np.float64) for x in _phase_gradients(mid[None], contract, plan, tol_db))
+    f, b = mid.shape
+    w = wr + 2.0 * np.pi * plan.bin_index[None, :b] * contract.hop / contract.n_fft
+    g = gr + np.pi
+    phase = np.zeros((f, b))
+    todo = big.copy()
+    mag = mid.astype(np.float64)
+    order = np.argsort(-mag, axis=None)
+    heap: list[tuple[float, int, int]] = []
+    for flat in order:
+        n0, m0 = divmod(int(flat), b)
+        if not todo[n0, m0]:
+            continue
+        todo[n0, m0] = False
+        heap.append((-mag[n0, m0], n0, m0))
+        while heap:
+            _, n, m = heapq.heappop(heap)
+            p = phase[n, m]
+            for nn, mm, step in ((n + 1, m, 0.5 * (w[n, m] + w[min(n + 1, f - 1), m])),
+                                 (n - 1, m, -0.5 * (w[n, m] + w[max(n - 1, 0), m])),
+                                 (n, m + 1, 0.5 * (g[n, m] + g[n, min(m + 1, b - 1)])),
+                                 (n, m - 1, -0.5 * (g[n, m] + g[n, max(m - 1, 0)]))):
+                if 0 <= nn < f and 0 <= mm < b and todo[nn, mm]:
+                    todo[nn, mm] = False
+                    phase[nn, mm] = p + step
+                    heapq.heappush(heap, (-mag[nn, mm], nn, mm))
+        if mag[n0, m0] <= 0.0:
+            break
+    return np.remainder(phase, 2.0 * np.pi)
+
+
+def _pghi_heap(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB) -> np.ndarray:
+    phase = np.stack([pghi_heap_phase(x, c, tol_db) for x in mid])
+    return np.exp(1j * phase).astype(np.complex64)
+
+
+def _rtisi_la(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int,
+              lookahead: int = RTISI_LOOKAHEAD) -> np.ndarray:
+    """RTISI-LA on the mid magnitude: returns the unit phase each frame had when it was committed.
+
+    At step n the frames n .. n + lookahead are refined ``iterations`` times against the partial
+    reconstruction (committed frames + current estimates, least-squares normalised); frame n is then
+    committed with its final phase. A frame entering the look-ahead starts from the phase of what is already
+    reconstructed under it. The loop over frames is inherent to the method (it is what makes it streamable).
+    """
+    h, f, _ = mid.shape
+    a, n_fft = c.hop, c.n_fft
+    length = (f - 1) * a + n_fft
+    committed = np.zeros((h, length), dtype=np.float32)
+    est = np.zeros((h, f, n_fft), dtype=np.float32)  # windowed time-domain estimate of each frame
+    units = np.zeros(mid.shape, dtype=np.complex64)
+    win = plan.window
+
+    def analyse(lo: int, hi: int, with_est: tuple[int, int]) -> np.ndarray:
+        """Unit phase of frames [lo, hi) of committed + est[with_est] (normalised)."""
+        start, stop = lo * a, (hi - 1) * a + n_fft
+        e0, e1 = with_est
+        s0, s1 = min(start, e0 * a), max(stop, (e1 - 1) * a + n_fft) if e1 > e0 else stop
+        local = committed[:, s0:s1].copy()
+        for j in range(e0, e1):
+            local[:, j * a - s0 : j * a - s0 + n_fft] += est[:, j]
+        local *= plan.norm[s0:s1]
+        view = np.lib.stride_tricks.sliding_window_view(local[:, start - s0 : stop - s0], n_fft, axis=-1)[:, ::a]
+        spec = np.fft.rfft((view * win).astype(np.float64), axis=-1).astype(np.complex64)
+        mag = np.abs(spec)
+        # Nothing reconstructed under a frame yet (the very first one): start it at zero phase.
+        return np.where(mag > _TINY, spec / np.maximum(mag, _TINY), np.complex64(1.0))
+
+    def set_est(lo: int, hi: int, u: np.ndarray) -> None:
+        est[:, lo:hi] = np.fft.irfft(mid[:, lo:hi] * u, n=n_fft, axis=-1) * win
+
+    for n in range(f):
+        hi = min(n + lookahead + 1, f)
+        for new in range(n if n == 0 else hi - 1, hi):
+            if n == 0 or new == n + lookahead:
+                set_est(new, new + 1, analyse(new, new + 1, (n, new)))
+        for _ in range(iterations):
+            set_est(n, hi, analyse(n, hi, (n, hi)))
+        units[:, n] = analyse(n, n + 1, (n, hi))[:, 0]
+        set_est(n, n + 1, units[:, n : n + 1])
+        committed[:, n * a : n * a + n_fft] += est[:, n]
+    return units
+
+
+# ----- registry and public API ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    default_iterations: int  # 0: not iterative
+    iterative: bool
+    realtime: bool  # meant for live use (bounded, fast); False: offline/reference
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("pghi+fgla", "PGHI initial phase, then Fast Griffin-Lim (momentum 0.99)", 2, True, True),
+        Method("pghi", "phase-gradient heap integration, vectorised (non-iterative)", 0, False, True),
+        Method("fgla", "Fast Griffin-Lim (momentum 0.99) from a seeded random phase", 32, True, False),
+        Method("rtisi-la", "real-time iterative spectrogram inversion with look-ahead (3 frames)", 2, True, False),
+        Method("pghi-heap", "exact phase-gradient heap integration (pure Python, reference)", 0, False, False),
+    )
+}
+DEFAULT_METHOD = "pghi+fgla"
+
+
+def _check(mag: np.ndarray, contract: SpectralContract) -> np.ndarray:
+    mag = np.asarray(mag)
+    want = (contract.channels, contract.frames, contract.n_bins)
+    if mag.ndim < 3 or tuple(mag.shape[-3:]) != want:
+        raise ValueError(f"reconstruct: expected bin magnitudes (..., {', '.join(map(str, want))}), "
+                         f"got shape {tuple(mag.shape)}")
+    mag = mag.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(mag)):
+        raise ValueError("reconstruct: magnitudes contain NaN or infinite values")
+    if np.any(mag < 0):
+        raise ValueError("reconstruct: magnitudes must be non-negative (raw |STFT| from decode_magnitude)")
+    return mag
+
+
+def reconstruct(
+    mag: np.ndarray,
+    contract: SpectralContract = DEFAULT_CONTRACT,
+    method: str = DEFAULT_METHOD,
+    iterations: int | None = None,
+    *,
+    momentum: float = MOMENTUM,
+    tol_db: float = PGHI_TOL_DB,
+    lookahead: int = RTISI_LOOKAHEAD,
+) -> np.ndarray:
+    """Raw bin magnitudes (..., channels, frames, n_bins) -> float32 audio (..., channels, n_samples).
+
+    ``iterations`` defaults to the method's own (``METHODS[method].default_iterations``); for ``pghi`` and
+    ``pghi-heap`` it must be 0 or None. Deterministic: the same input always gives the same output.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(METHODS)})")
+    spec = METHODS[method]
+    its = spec.default_iterations if iterations is None else int(iterations)
+    if its < 0 or (its and not spec.iterative):
+        raise ValueError(f"reconstruct: method {method!r} takes {'no' if not spec.iterative else '>= 0'} "
+                         f"iterations, got {iterations}")
+    mag = _check(mag, contract)
+    lead = mag.shape[:-3]
+    mag = mag.reshape(-1, *mag.shape[-3:])
+    out = np.zeros((mag.shape[0], contract.channels, contract.n_samples), dtype=np.float32)
+    f = _work_frames(mag, contract.frames)
+    if f == 0 or mag.shape[0] == 0:
+        return out.reshape(*lead, contract.channels, contract.n_samples)
+    plan = _plan(contract)
+    mag = np.ascontiguousarray(mag[:, :, :f])
+    mid = mag.mean(axis=1)
+    if method == "fgla":
+        unit = _fgla(mid, contract, plan, its, plan.random_phase[:f], momentum)
+    elif method == "pghi":
+        unit = _pghi(mid, contract, plan, tol_db)
+    elif method == "pghi+fgla":
+        unit = _fgla(mid, contract, plan, its, _pghi(mid, contract, plan, tol_db), momentum)
+    elif method == "rtisi-la":
+        unit = _rtisi_la(mid, contract, plan, its, lookahead)
+    else:  # pghi-heap
+        unit = _pghi_heap(mid, contract, plan, tol_db)
+    half = contract.n_fft // 2
+    y = _synthesise(mag * unit[:, None], contract, plan)
+    n = min(contract.n_samples, y.shape[-1] - half)
+    out[..., :n] = y[..., half : half + n]
+    return out.reshape(*lead, contract.channels, contract.n_samples)
+
+
+def reconstruct_scaled(scaled: np.ndarray, contract: SpectralContract = DEFAULT_CONTRACT, **kwargs: object
+                       ) -> np.ndarray:
+    """Scaled model rows (..., channels, frames, rows) -> audio: ``decode_magnitude`` then :func:`reconstruct`."""
+    scaled = np.asarray(scaled, dtype=np.float32)
+    if scaled.ndim < 3 or tuple(scaled.shape[-3:]) != contract.shape:
+        raise ValueError(f"reconstruct_scaled: expected scaled rows (..., {', '.join(map(str, contract.shape))}), "
+                         f"got shape {tuple(scaled.shape)}")
+    return reconstruct(contract.decode_magnitude(scaled), contract, **kwargs)  # type: ignore[arg-type]
+

@@ -1,0 +1,152 @@
+"""kickit.reconstruction on real kicks (tests/data/kicks): quality floor, mask, batch == single, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kickit import descriptors, reconstruction
+from kickit.audio import load_hit
+from kickit.recon_bench import log_spectral_distance, spectral_convergence
+from kickit.spectral import DEFAULT_CONTRACT
+
+C = DEFAULT_CONTRACT
+
+
+@pytest.fixture(scope="module")
+def kicks(real_kick_paths: list[Path]) -> np.ndarray:
+    """Four real stereo kicks (2, n) from different kits, including the wide stereo PowR_BD_1."""
+    names = ("Kick-Hard", "808_Kick_Long", "PowR_BD_1", "EE_Kick_Power")
+    paths = [p for n in names for p in real_kick_paths if p.stem == n]
+    assert len(paths) == len(names)
+    return np.stack([load_hit(p, C) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def mags(kicks: np.ndarray) -> np.ndarray:
+    return C.decode_magnitude(C.encode(kicks))
+
+
+@pytest.fixture(scope="module")
+def default_out(mags: np.ndarray) -> np.ndarray:
+    return reconstruction.reconstruct(mags, C)
+
+
+def test_registry() -> None:
+    assert reconstruction.DEFAULT_METHOD in reconstruction.METHODS
+    assert {"fgla", "pghi", "pghi+fgla", "rtisi-la"} <= set(reconstruction.METHODS)
+    assert reconstruction.METHODS[reconstruction.DEFAULT_METHOD].realtime
+
+
+def test_default_quality_floor(mags: np.ndarray, default_out: np.ndarray) -> None:
+    assert default_out.shape == (len(mags), 2, C.n_samples) and default_out.dtype == np.float32
+    sc = spectral_convergence(default_out, mags, C)
+    # PowR_BD_1 is wide (L/R correlation 0.78): one shared phase cannot hold its L/R phase differences.
+    assert np.median(sc) < 0.08 and np.all(sc < 0.16), sc
+    assert np.all(log_spectral_distance(default_out, mags, C) < 5.0)
+
+
+@pytest.mark.parametrize(("method", "iterations", "limit"),
+                         [("pghi", 0, 0.2), ("fgla", 16, 0.2), ("rtisi-la", 1, 0.25), ("pghi+fgla", 4, 0.09)])
+def test_methods_quality_floor(mags: np.ndarray, method: str, iterations: int, limit: float) -> None:
+    sub = mags[:2]
+    out = reconstruction.reconstruct(sub, C, method, iterations)
+    assert np.all(spectral_convergence(out, sub, C) < limit)
+
+
+def test_better_than_random_phase(mags: np.ndarray, default_out: np.ndarray) -> None:
+    """A random phase (FGLA with no iterations) is far worse: the floor above is not trivially met."""
+    rnd = reconstruction.reconstruct(mags[:1], C, "fgla", 0)
+    assert spectral_convergence(rnd, mags[:1], C)[0] > 0.5
+    assert spectral_convergence(default_out[:1], mags[:1], C)[0] < 0.25 * spectral_convergence(rnd, mags[:1], C)[0]
+
+
+def test_iterations_improve(mags: np.ndarray) -> None:
+    sc = [spectral_convergence(reconstruction.reconstruct(mags[:1], C, "pghi+fgla", k), mags[:1], C)[0]
+          for k in (0, 2, 6)]
+    assert sc[0] > sc[1] > sc[2]
+
+
+def test_vectorised_pghi_close_to_exact_heap(mags: np.ndarray) -> None:
+    m = mags[1:2]
+    fast = spectral_convergence(reconstruction.reconstruct(m, C, "pghi"), m, C)[0]
+    exact = spectral_convergence(reconstruction.reconstruct(m, C, "pghi-heap"), m, C)[0]
+    assert exact < 0.15
+    assert fast < 2.0 * exact
+
+
+def test_kick_traits_kept(kicks: np.ndarray, default_out: np.ndarray) -> None:
+    orig = descriptors.describe(kicks, C)
+    rec = descriptors.describe(default_out, C)
+    np.testing.assert_allclose(rec.fundamental_hz, orig.fundamental_hz, rtol=0.03)
+    np.testing.assert_allclose(rec.decay_s, orig.decay_s, rtol=0.10)
+    assert np.all(np.abs(rec.lr_correlation - orig.lr_correlation) < 0.15)
+
+
+def test_mask_respected(mags: np.ndarray) -> None:
+    """Masked cells are silent in the synthesis: frames after the last audible one give exact zeros, and a
+    masked frequency region stays far under the rest."""
+    m = mags[:1].copy()
+    last = 60
+    m[..., last:, :] = 0.0
+    hi = int(6000 * C.n_fft / C.sample_rate)
+    m[..., hi:] = 0.0
+    out = reconstruction.reconstruct(m, C)
+    end = (last - 1) * C.hop + C.n_fft // 2
+    assert np.all(out[..., end:] == 0.0)
+    assert np.any(out[..., : end] != 0.0)
+    spec = np.abs(C.stft(out.astype(np.float64)))
+    leak = np.sum(spec[..., hi + 8 :] ** 2) / np.sum(spec**2)
+    assert leak < 1e-4
+
+
+def test_batch_equals_single(mags: np.ndarray) -> None:
+    for method in ("pghi+fgla", "pghi", "fgla"):
+        batch = reconstruction.reconstruct(mags[:3], C, method, 2 if method != "pghi" else None)
+        for i in range(3):
+            single = reconstruction.reconstruct(mags[i], C, method, 2 if method != "pghi" else None)
+            np.testing.assert_array_equal(batch[i], single)
+
+
+def test_deterministic_and_leading_dims(mags: np.ndarray, default_out: np.ndarray) -> None:
+    again = reconstruction.reconstruct(mags, C)
+    np.testing.assert_array_equal(again, default_out)
+    shaped = reconstruction.reconstruct(mags[:2].reshape(2, 1, *mags.shape[1:]), C)
+    assert shaped.shape == (2, 1, 2, C.n_samples)
+    np.testing.assert_array_equal(shaped[:, 0], default_out[:2])
+
+
+def test_shared_phase_keeps_mono_mono(kicks: np.ndarray) -> None:
+    mono = np.repeat(kicks[:1, :1], 2, axis=1)
+    out = reconstruction.reconstruct(C.decode_magnitude(C.encode(mono)), C)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+
+
+def test_reconstruct_scaled(kicks: np.ndarray, mags: np.ndarray, default_out: np.ndarray) -> None:
+    np.testing.assert_array_equal(reconstruction.reconstruct_scaled(C.encode(kicks[:1]), C), default_out[:1])
+    with pytest.raises(ValueError, match="expected scaled rows"):
+        reconstruction.reconstruct_scaled(np.zeros((2, C.frames, C.n_bins)), C)
+
+
+def test_silence_gives_zeros() -> None:
+    out = reconstruction.reconstruct(np.zeros((2, 2, C.frames, C.n_bins), np.float32), C)
+    assert out.shape == (2, 2, C.n_samples) and not np.any(out)
+
+
+def test_bad_input_refused(mags: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"expected bin magnitudes \(\.\.\., 2, 256, 1025\), got shape \(2, 256, 1000\)"):
+        reconstruction.reconstruct(np.zeros((2, C.frames, 1000)), C)
+    bad = mags[0].copy()
+    bad[0, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruction.reconstruct(bad, C)
+    with pytest.raises(ValueError, match="non-negative"):
+        reconstruction.reconstruct(-mags[0], C)
+    with pytest.raises(ValueError, match="unknown reconstruction method 'magic'"):
+        reconstruction.reconstruct(mags[0], C, "magic")
+    with pytest.raises(ValueError, match="takes no iterations"):
+        reconstruction.reconstruct(mags[0], C, "pghi", 3)
+    with pytest.raises(ValueError, match="iterations"):
+        reconstruction.reconstruct(mags[0], C, "fgla", -1)

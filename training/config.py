@@ -1,0 +1,196 @@
+"""The one training configuration (:class:`TrainConfig`), its named presets and JSON overrides.
+
+Named configs:
+
+* ``default``: the shipped model. Lean nearest-neighbour-upsampling generator with a learned mean-spectrogram
+  base, spectral-norm discriminator with self-attention at 16x16, hinge loss, feature matching, the
+  spectral-statistics loss, DiffAugment and an augmentation pool (small-data GAN).
+* ``dcgan``: the "Kick it Out" baseline: plain DCGAN (BatchNorm generator, no attention, no spectral norm,
+  no feature matching, no statistics loss, no DiffAugment), non-saturating BCE loss.
+* ``tiny``: a very small network for tests (seconds per run on CPU).
+
+``--config PATH`` reads a JSON object of overrides; its optional ``"base"`` names the preset it starts from
+(``default`` when absent). The config travels in every checkpoint as a plain dict (:meth:`TrainConfig.to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("hinge", "wgan-gp", "bce")
+DIFFAUG_OPS = ("translation", "gain", "cutout")
+NORMS = ("pixel", "batch")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    seed: int = 0
+    # ----- generator --------------------------------------------------------------------------------
+    latent_dim: int = 128
+    # Channels from the 4x4 seed up to the last hidden block (one entry per resolution: 4, 8, ..., 128);
+    # the final block upsamples to the contract's (frames, rows) and convolves straight to the channels.
+    g_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 8)
+    g_norm: str = "pixel"  # "pixel" (batch-independent: eval == train, export-safe) or "batch" (DCGAN)
+    # Append frame/row coordinate maps to the conv inputs of blocks up to this resolution (0: none): a kick is
+    # not shift-invariant in frequency or time; the high-resolution blocks inherit the position from below.
+    g_coords: int = 64
+    g_base: bool = True  # learned output bias map, initialised to the mean real spectrogram
+    # ----- discriminator ----------------------------------------------------------------------------
+    d_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256)  # strided 4x4 convs: 128, 64, 32, 16, 8, 4
+    d_attention: int = 16  # resolution at which self-attention runs (0: none)
+    d_spectral_norm: bool = True
+    d_coords: bool = True  # a row (frequency) coordinate channel at the input
+    # ----- losses -----------------------------------------------------------------------------------
+    loss: str = "hinge"  # "hinge", "wgan-gp" or "bce" (non-saturating, the DCGAN baseline)
+    gp_weight: float = 10.0
+    fm_weight: float = 1.0  # generator feature matching (mean D features real vs fake)
+    stats_weight: float = 1.0  # spectral-statistics loss (batch statistics of descriptors)
+    # ----- optimisation -----------------------------------------------------------------------------
+    batch_size: int = 16
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    d_steps: int = 1  # discriminator updates per generator update
+    ema_decay: float = 0.999
+    ema_start: int = 100  # steps before the EMA starts tracking (copied until then)
+    max_steps: int = 6000
+    amp: bool = False  # bf16 autocast on CUDA
+    threads: int = 2  # torch intra-op threads on CPU
+    channels_last: bool = True
+    # ----- small-data measures ----------------------------------------------------------------------
+    diffaug: tuple[str, ...] = ("translation", "gain", "cutout")
+    diffaug_shift: float = 0.0625  # max time shift as a share of the frames
+    diffaug_gain: float = 0.1  # max level offset in scaled units (0.1 = 6.3 dB)
+    diffaug_cutout: float = 0.25  # cutout band size as a share of frames/rows
+    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig overrides (kickit.training.augment)
+    aug_pool: int = 512  # augmented real hits encoded once per refresh (0: plain training spectrograms)
+    aug_refresh: int = 250  # steps between pool refreshes
+    # ----- bookkeeping ------------------------------------------------------------------------------
+    log_every: int = 10
+    preview_every: int = 500
+    checkpoint_every: int = 250
+    val_every: int = 250
+    val_samples: int = 128
+    preview_hits: int = 8
+
+    def __post_init__(self) -> None:
+        self.g_channels = tuple(int(c) for c in self.g_channels)
+        self.d_channels = tuple(int(c) for c in self.d_channels)
+        self.diffaug = tuple(str(o) for o in self.diffaug)
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"training config {self.name!r}: {msg}")
+
+        if self.loss not in LOSSES:
+            bad(f"loss {self.loss!r} is not one of {LOSSES}")
+        if self.g_norm not in NORMS:
+            bad(f"g_norm {self.g_norm!r} is not one of {NORMS}")
+        unknown = sorted(set(self.diffaug) - set(DIFFAUG_OPS))
+        if unknown:
+            bad(f"unknown diffaug ops {unknown} (known: {DIFFAUG_OPS})")
+        if self.latent_dim < 1:
+            bad("latent_dim must be >= 1")
+        if not self.g_channels or min(self.g_channels) < 1:
+            bad("g_channels must be a non-empty list of positive channel counts")
+        if not self.d_channels or min(self.d_channels) < 1:
+            bad("d_channels must be a non-empty list of positive channel counts")
+        if self.d_attention and (self.d_attention & (self.d_attention - 1)):
+            bad(f"d_attention {self.d_attention} must be 0 or a power of two")
+        if self.batch_size < 2:
+            bad("batch_size must be >= 2 (batch statistics need two hits)")
+        for name in ("lr_g", "lr_d", "max_steps", "log_every", "preview_every", "checkpoint_every", "val_every",
+                     "d_steps", "threads"):
+            if getattr(self, name) <= 0:
+                bad(f"{name} must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            bad("ema_decay must be in [0, 1)")
+        if self.val_samples < 2:
+            bad("val_samples must be >= 2")
+
+    # ----- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"training config: unknown fields {unknown}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _default() -> TrainConfig:
+    return TrainConfig()
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        name="tiny", latent_dim=16, g_channels=(16, 16, 8, 8, 4, 4), d_channels=(4, 8, 8, 16, 16, 16),
+        d_attention=16, batch_size=4, max_steps=4, ema_start=1, aug_pool=8, aug_refresh=2,
+        log_every=1, preview_every=2, checkpoint_every=2, val_every=2, val_samples=4, preview_hits=2,
+    )
+
+
+def _dcgan() -> TrainConfig:
+    return TrainConfig(
+        name="dcgan", g_norm="batch", g_coords=0, g_base=False, d_attention=0, d_spectral_norm=False,
+        d_coords=False, loss="bce", fm_weight=0.0, stats_weight=0.0, beta1=0.5, beta2=0.999, diffaug=(),
+        aug_pool=0,
+    )
+
+
+NAMED: dict[str, Any] = {"default": _default, "tiny": _tiny, "dcgan": _dcgan}
+
+
+def get_config(name: str) -> TrainConfig:
+    """A named config (``default``, ``tiny``, ``dcgan``)."""
+    if name not in NAMED:
+        raise ValueError(f"unknown training config {name!r} (named configs: {', '.join(NAMED)})")
+    return NAMED[name]()
+
+
+def load_config(name_or_path: str | os.PathLike[str]) -> TrainConfig:
+    """A named config, or a JSON file of overrides (``{"base": "default", "batch_size": 8, ...}``)."""
+    s = str(name_or_path)
+    if s in NAMED:
+        return get_config(s)
+    p = Path(s)
+    if not p.is_file():
+        raise ValueError(f"--config {s}: neither a named config ({', '.join(NAMED)}) nor a JSON file")
+    try:
+        overrides = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not a readable JSON config ({str(e).splitlines()[0]})") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{p}: a JSON config must be an object of overrides")
+    base = overrides.pop("base", "default")
+    cfg = get_config(str(base)).to_dict()
+    cfg.setdefault("name", p.stem)
+    cfg["name"] = overrides.pop("name", p.stem)
+    try:
+        return TrainConfig.from_dict({**cfg, **overrides})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}: {e}") from None
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    p.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    return p
