@@ -15,6 +15,7 @@ from kickit.bridge.midimap import MidiMap
 from kickit.bridge.osc_server import OscServer
 from kickit.bridge.outputs import DeviceSink, FileSink, OutputError, Sink
 from kickit.bridge.pads import PadMap, parse_pad_notes
+from kickit.bridge.renderpool import ProcessSource
 from kickit.bridge.source import ModelSource
 
 log = logging.getLogger("kickit.bridge")
@@ -42,6 +43,7 @@ class BridgeOptions:
     velocity_knob: int = 0
     velocity_amount: float = 0.5
     midi_client_name: str = "kickit"
+    render_processes: int = 2  # with an audio device: render in this many child processes (0: threads)
 
 
 class Bridge:
@@ -64,15 +66,30 @@ class Bridge:
                     raise
                 self.notes.append(f"{e}; writing each hit as a WAV file to {opts.out_dir} instead")
                 self.output = "files"
-        source = ModelSource.open(opts.model, rate)
+        # with an audio device, render in child processes: the audio callback's process never waits for a
+        # render thread's GIL (bridge/renderpool.py)
+        self.render_processes = opts.render_processes if self.output == "device" else 0
+        if self.render_processes:
+            procs = self.render_processes
+            self.open_source = lambda path, r: ProcessSource.open(path, r, procs)
+        else:
+            self.open_source = ModelSource.open
+        source = self.open_source(opts.model, rate)
         cfg = EngineConfig(seed=opts.seed, voices=opts.voices, choke=opts.choke, fresh_queue=opts.fresh_queue,
                            velocity_layers=opts.velocity_layers, velocity_knob=opts.velocity_knob,
-                           velocity_amount=opts.velocity_amount, max_block=max(8192, opts.block))
+                           velocity_amount=opts.velocity_amount, max_block=max(8192, opts.block),
+                           render_threads=max(1, self.render_processes or 2))
         self.engine = Engine(source, cfg, pad_map)
-        self.controller = Controller(self.engine, MidiMap(pad_map), extra_status=self._extra_status)
+        self.controller = Controller(self.engine, MidiMap(pad_map), extra_status=self._extra_status,
+                                     open_source=self.open_source)
         if opts.preset is not None:
-            for w in self.engine.load_preset(opts.preset):
-                self.notes.append(w)
+            try:
+                self.notes.extend(self.engine.load_preset(opts.preset))
+            except BaseException:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+                raise
 
     def _make_sink(self) -> Sink:
         if self.output == "device":
@@ -119,6 +136,9 @@ class Bridge:
                     log.debug("stopping %s: %s", type(part).__name__, e)
         self.midi = self.osc = self.sink = None
         self.engine.stop()
+        close = getattr(self.engine.source, "close", None)
+        if close is not None:
+            close()
 
     def _extra_status(self) -> dict[str, Any]:
         s: dict[str, Any] = {"output": self.sink.describe() if self.sink else "-",

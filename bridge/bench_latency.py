@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=44100, help="JACK sample rate (default 44100)")
     p.add_argument("--note-interval", type=float, default=0.1, help="seconds between note-ons (default 0.1)")
     p.add_argument("--knob-interval", type=float, default=0.05, help="seconds between knob moves (default 0.05)")
+    p.add_argument("--render-processes", type=int, default=2,
+                   help="passed to kickit bridge (default 2; 0 = render threads in the bridge process)")
 
 
 def _default_model() -> Path | None:
@@ -77,13 +79,25 @@ def _status(sock: socket.socket, port: int) -> dict:
 
 
 def _rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """Resident memory of a process and all its descendants (the bridge and its render helpers), in KiB."""
+    total = 0
+    todo = [pid]
+    seen: set[int] = set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            if p == pid:
+                return None
+    return total
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -91,7 +105,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def measure(model: Path, seconds: float, period: int, rate: int, note_interval: float,
-            knob_interval: float) -> dict:
+            knob_interval: float, baseline: float = 5.0, render_processes: int = 2) -> dict:
     from kickit.bridge.engine import Engine, EngineConfig
     from kickit.bridge.jackprobe import DummyJack, JackProbe, first_sample
     from kickit.bridge.oscmap import build
@@ -115,7 +129,8 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         env = dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
         bridge = subprocess.Popen(
             [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(model), "--midi-api", "jack",
-             "--osc-port", str(osc_port), "--block", str(period), "--seed", "0"],
+             "--osc-port", str(osc_port), "--block", str(period), "--seed", "0",
+             "--render-processes", str(render_processes)],
             env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         probe = JackProbe(server.name, seconds=seconds + 10)
         midi = probe.find_port("kickit", midi=True, is_input=True, timeout=120)
@@ -125,7 +140,10 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         probe.activate(outs[:2], midi[0])
         time.sleep(0.3)
         sock.sendto(build("/kickit/pad/1/select"), ("127.0.0.1", osc_port))
+        idle0 = (probe.xruns, _status(sock, osc_port).get("xruns", 0))
+        time.sleep(baseline)  # the bridge running with no traffic: the machine's own xrun rate
         before = _status(sock, osc_port)
+        idle_server, idle_bridge = probe.xruns - idle0[0], int(before.get("xruns", 0)) - int(idle0[1])
         server_xruns0 = probe.xruns
         probe.start_capture()
         rng = np.random.default_rng(0)
@@ -192,14 +210,15 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
             exact += 1
     lat = np.asarray(latencies, dtype=np.float64)
     return {
-        "model": model.name, "rate": rate, "period": period, "seconds": seconds, "notes_sent": len(notes),
+        "model": model.name, "render_processes": render_processes, "rate": rate, "period": period, "seconds": seconds, "notes_sent": len(notes),
         "notes_measured": len(latencies), "notes_bit_exact": exact,
         "note_p50_frames": _pct(list(lat), 50), "note_p99_frames": _pct(list(lat), 99),
         "note_max_frames": float(lat.max()) if len(lat) else float("nan"),
         "knob_ready_p50_ms": after.get("knob_ready_ms_p50"), "knob_ready_p95_ms": after.get("knob_ready_ms_p95"),
         "render_ms_per_hit": after.get("render_ms_p50"),
         "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
-        "server_xruns": server_xruns, "callback_errors": after.get("callback_errors"),
+        "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_server_xruns": idle_server,
+        "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
     }
 
@@ -220,7 +239,8 @@ def report(r: dict) -> str:
         "`kickit bench latency`: a JACK server on the dummy backend (started by the benchmark), `kickit bridge` "
         "as a **subprocess** (PortAudio output, virtual JACK MIDI input, OSC), and a second JACK client "
         "(JACK-Client) in the benchmark process that sends MIDI and captures the bridge's output by frame.\n\n"
-        f"Model `{r['model']}`, {r['rate']} Hz, period {p}, {r['seconds']:.0f} s of continuous traffic "
+        f"Model `{r['model']}`, {r['rate']} Hz, period {p}, rendering in {r['render_processes']} helper "
+        f"process(es) (0: threads), {r['seconds']:.0f} s of continuous traffic "
         "(a note-on every 100 ms, each 10 ms after an all-notes-off; an OSC knob move every 50 ms).\n\n"
         "| measure | result | target |\n|---|---|---|\n"
         f"| note-on -> first sample, p50 | {ms(r['note_p50_frames'])} | |\n"
@@ -235,11 +255,13 @@ def report(r: dict) -> str:
         f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
         f"| xruns flagged to the bridge's callback | {r['bridge_xruns']} | 0 |\n"
         f"| server xruns seen by the probe client | {r['server_xruns']} | |\n"
+        f"| baseline: xruns in {r['baseline_seconds']:.0f} s with the bridge idle (bridge / server) | "
+        f"{r['idle_bridge_xruns']} / {r['idle_server_xruns']} | |\n"
         f"| callback exceptions | {r['callback_errors']} | 0 |\n\n"
         "Note-on latency counts from the start of the JACK cycle in which the probe wrote the MIDI event to "
         "the first sample of the hit in the captured output (one period is the floor: the bridge's audio "
         "runs before the MIDI port in the JACK graph). Xruns on a shared 2-core machine include other "
-        "processes' load; the server count is machine-wide.\n"
+        "processes' load; the server count is machine-wide; the idle baseline shows the rate without traffic.\n"
     )
 
 
@@ -249,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
         print("kickit bench latency: no model (pass --model FILE.onnx)", file=sys.stderr)
         return 2
     try:
-        r = measure(Path(model), args.seconds, args.period, args.rate, args.note_interval, args.knob_interval)
+        r = measure(Path(model), args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
+                    render_processes=args.render_processes)
     except (RuntimeError, OSError, ImportError) as e:
         print(f"kickit bench latency: {e}", file=sys.stderr)
         return 1

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         f"`kickit bench soak`: {r['seconds']:.0f} s of continuous traffic (note-on every 100 ms, OSC knob move "
         f"every 50 ms) into `kickit bridge` (subprocess) on a JACK dummy server, period {r['period']}, model "
         f"`{r['model']}`.\n\n| measure | result |\n|---|---|\n"
-        f"| bridge RSS at start | {first:.1f} MiB |\n"
+        f"| bridge RSS at start (with its render helper processes) | {first:.1f} MiB |\n"
         f"| RSS growth (first 10% -> last 10% of the run) | {delta:+.2f} MiB |\n"
         f"| RSS trend | {slope:+.2f} MiB/hour |\n"
         f"| notes sent / measured / bit-exact | {r['notes_sent']} / {r['notes_measured']} / "

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--velocity-layers", type=int, default=1,
                    help="pre-rendered velocity layers per pad (timbre follows velocity; default 1 = gain only)")
     p.add_argument("--velocity-knob", type=int, default=0, help="knob whose direction the layers follow (0..7)")
+    p.add_argument("--render-processes", type=int, default=2,
+                   help="with an audio device, render in this many helper processes so rendering never "
+                        "delays the audio thread (default 2; 0 = threads in the bridge process)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -54,6 +57,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--velocity-layers {args.velocity_layers}: must be 1..8"
     if not 0 <= args.velocity_knob <= 7:
         return f"--velocity-knob {args.velocity_knob}: must be 0..7"
+    if not 0 <= args.render_processes <= 8:
+        return f"--render-processes {args.render_processes}: must be 0..8"
     if not 0 <= args.fresh_queue <= 32:
         return f"--fresh-queue {args.fresh_queue}: must be 0..32"
     return None
@@ -61,6 +66,7 @@ def _check(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from kickit.bridge.app import Bridge, BridgeOptions
+    from kickit.bridge.renderpool import RenderProcessError
     from kickit.bridge.status import StatusPanel
 
     from kickit.modelfile import ModelError, default_model_path
@@ -81,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
         pads=args.pads, preset=args.preset, out_dir=args.out_dir, output=output, daw_dir=args.daw,
         seed=args.seed, voices=args.voices, choke=args.choke, fresh_queue=args.fresh_queue,
         velocity_layers=args.velocity_layers, velocity_knob=args.velocity_knob,
+        render_processes=args.render_processes,
     )
     try:
         bridge = Bridge(opts)
         print(f"kickit bridge: rendering 16 pads with {opts.model.name} ...", file=sys.stderr)
         bridge.start()
-    except (ModelError, PresetError, OutputError, MidiError, OscError, ValueError) as e:
+    except (ModelError, PresetError, OutputError, MidiError, OscError, RenderProcessError, ValueError) as e:
         print(f"kickit bridge: {e}", file=sys.stderr)
         return 2
     for note in bridge.notes:

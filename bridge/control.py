@@ -45,8 +45,10 @@ class RateLimitedLog:
 
 class Controller:
     def __init__(self, engine: Engine, midimap: MidiMap | None = None, send: Send | None = None,
-                 extra_status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 extra_status: Callable[[], dict[str, Any]] | None = None,
+                 open_source: Callable[[str, int], Any] | None = None) -> None:
         self.engine = engine
+        self.open_source = open_source or ModelSource.open  # (path, rate) -> a HitSource; raises on a bad file
         self.midimap = midimap or MidiMap(engine.pad_map)
         self.send: Send = send or (lambda *a: None)
         self.extra_status = extra_status or (lambda: {})
@@ -111,7 +113,7 @@ class Controller:
         """Validate and render the new model in a thread; a bad file is refused and the old one keeps playing."""
         def work() -> None:
             try:
-                source = ModelSource.open(path, self.engine.rate)
+                source = self.open_source(path, self.engine.rate)
                 self.engine.swap_source(source)
             except Exception as e:  # ModelError, render failure, rate mismatch: all refused the same way
                 self.model_errors += 1

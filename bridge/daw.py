@@ -308,7 +308,7 @@ class DawMode:
 
     def _announce(self, pad: int, path: Path) -> bool:
         try:
-            self.notify(pad, str(path))
+            self.notify(pad, path.as_posix())  # forward slashes: Max's own path style on Windows too
         except Exception as e:  # a notify failure (no client, socket error) must not stop the writer
             self._error("DAW mode: pad %d: cannot announce %s (%s)", pad, path, e)
             return False

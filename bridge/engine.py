@@ -4,9 +4,10 @@ Threads:
 
 * control threads (MIDI input, OSC server, CLI) call :meth:`Engine.note_on`, :meth:`Engine.set_knob`,
   :meth:`Engine.apply` ... They never wait for inference: a note-on plays what is already rendered.
-* one render worker (started by :meth:`Engine.start`) re-renders pads whose latent or knobs changed
-  (coalesced: it renders the latest state, however many moves arrived meanwhile) and keeps each "fresh" pad's
-  queue of new variations full. onnxruntime runs with one intra-op thread.
+* render workers (started by :meth:`Engine.start`; two by default) re-render pads whose latent or knobs
+  changed (coalesced: the latest state is rendered, however many moves arrived meanwhile; a second worker
+  starts on a new move while the first still renders an older one, whose result is then discarded). Worker 0
+  also keeps each "fresh" pad's queue of new variations full. onnxruntime runs with one intra-op thread.
 * the audio callback calls :meth:`Engine.process` (-> :class:`kickit.bridge.voices.Mixer`) only.
 
 Listeners added with :meth:`Engine.add_listener` are called from the render worker as
@@ -36,6 +37,8 @@ from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, EventRing, Mixer
 
 log = logging.getLogger("kickit.bridge")
 
+BATCH_PADS = 4
+
 Listener = Callable[[int, np.ndarray, int], None]
 TriggerListener = Callable[[int, np.ndarray, float], None]
 Layers = tuple[np.ndarray, ...]
@@ -51,6 +54,7 @@ class EngineConfig:
     velocity_knob: int = 0  # which knob direction the velocity layers move along
     velocity_amount: float = 0.5  # knob value reached by the softest/hardest layer (minus/plus)
     max_block: int = 8192
+    render_threads: int = 2  # a knob move starts rendering even while the previous one is still rendering
 
 
 class Stats:
@@ -88,12 +92,15 @@ class Engine:
         self._fresh: list[deque[tuple[int, int, Layers]]] = [deque() for _ in range(PAD_COUNT)]
         self._fresh_next = [0] * PAD_COUNT  # counter of the next fresh variation to render per pad
         self._gen = [0] * PAD_COUNT  # bumped on every change of a pad's sound
+        self._ready_gen = [-1] * PAD_COUNT  # generation of the hit in ready[p]
+        self._changes: list[deque[tuple[int, float]]] = [deque(maxlen=4096) for _ in range(PAD_COUNT)]
         self._dirty: dict[int, float] = {}  # pad -> perf_counter() of the oldest unrendered change
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._listeners: list[Listener] = []
+        self._notify_lock = threading.Lock()  # listener calls, one thread at a time (never the audio thread)
         self._trigger_listeners: list[TriggerListener] = []
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._stop = False
         self._busy = 0  # render batches taken from _dirty / fresh but not stored yet
         for p in range(PAD_COUNT):
@@ -101,18 +108,20 @@ class Engine:
 
     # ----- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._worker is None:
+        if not self._workers:
             self._stop = False
-            self._worker = threading.Thread(target=self._run, name="kickit-render", daemon=True)
-            self._worker.start()
+            for i in range(max(1, self.config.render_threads)):
+                t = threading.Thread(target=self._run, args=(i == 0,), name=f"kickit-render-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
 
     def stop(self) -> None:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=10)
-            self._worker = None
+        for t in self._workers:
+            t.join(timeout=10)
+        self._workers = []
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """Block until every pad has its current hit and every fresh queue is full (or timeout)."""
@@ -122,7 +131,7 @@ class Engine:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                if self._worker is None:
+                if not self._workers:
                     self._cond.release()
                     try:
                         self.render_pending()
@@ -139,15 +148,27 @@ class Engine:
     def add_listener(self, callback: Listener) -> None:
         """``callback(pad, hit (2, n) float32, rate)`` from the render worker when a pad's current hit changes.
         Called at once for every pad that already has a hit."""
-        with self._lock:
-            self._listeners.append(callback)
-            current = [(p, r[-1]) for p, r in enumerate(self.ready) if r is not None]
-        for p, hit in current:
-            self._call(callback, p, hit)
+        with self._notify_lock:
+            with self._lock:
+                self._listeners.append(callback)
+                current = [(p, r[-1]) for p, r in enumerate(self.ready) if r is not None]
+            for p, hit in current:
+                self._call(callback, p, hit)
 
     def add_trigger_listener(self, callback: TriggerListener) -> None:
         """``callback(pad, hit (2, n), gain)`` from the triggering thread for every played hit."""
         self._trigger_listeners.append(callback)
+
+    def _notify(self, changed: list[tuple[int, np.ndarray]], listeners: list[Listener]) -> None:
+        """Tell listeners about new current hits, in order: with several workers a slower, older result must
+        never be announced after a newer one, so a hit that is no longer current is skipped."""
+        with self._notify_lock:
+            for p, hit in changed:
+                r = self.ready[p]
+                if r is None or r[-1] is not hit:
+                    continue
+                for cb in listeners:
+                    self._call(cb, p, hit)
 
     def _call(self, cb: Listener, pad: int, hit: np.ndarray) -> None:
         try:
@@ -187,17 +208,22 @@ class Engine:
                 return p
         return None
 
-    def render_pending(self) -> bool:
-        """Do one unit of render work (all dirty pads in one batch, else one fresh variation). False if idle."""
+    def render_pending(self, fresh: bool = True) -> bool:
+        """Do one unit of render work (all dirty pads in one batch, else - when ``fresh`` - one fresh
+        variation). False if there was nothing to do. Only one thread renders fresh variations, so they are
+        queued in order."""
         with self._lock:
             if self._dirty:
-                jobs = sorted(self._dirty.items())
-                self._dirty.clear()
+                # knob moves first (oldest first), then initial renders; a few pads per batch so that several
+                # workers share a full re-render (start-up, preset load)
+                jobs = sorted(self._dirty.items(), key=lambda j: (j[1] == 0.0, j[1], j[0]))[:BATCH_PADS]
+                for p, _stamp in jobs:
+                    del self._dirty[p]
                 source = self.source
                 zs = [(p, stamp, self._gen[p], self._layer_zs(self._pad_z(p))) for p, stamp in jobs]
                 kind = "ready"
             else:
-                p = self._fresh_wanted()
+                p = self._fresh_wanted() if fresh else None
                 if p is None:
                     return False
                 source = self.source
@@ -230,35 +256,39 @@ class Engine:
             for p, tag, gen, z in zs:
                 layers = tuple(freeze(h) for h in hits[i:i + len(z)])
                 i += len(z)
-                if source is not self.source or gen != self._gen[p]:
-                    continue  # changed meanwhile: a newer render is queued
+                if source is not self.source:
+                    continue  # rendered with a model that was swapped out meanwhile
                 if kind == "ready":
+                    # Newer than what plays now: store it even if the pad changed again meanwhile (that change
+                    # is queued); under a continuous stream of knob moves the pad still updates at render rate.
+                    if gen <= self._ready_gen[p]:
+                        continue
                     self.ready[p] = layers
-                    if tag > 0.0:
-                        self.stats.knob_ready_ms.append((now - tag) * 1e3)
+                    self._ready_gen[p] = gen
+                    changes = self._changes[p]
+                    while changes and changes[0][0] <= gen:  # every change this hit includes: now heard
+                        self.stats.knob_ready_ms.append((now - changes.popleft()[1]) * 1e3)
                     changed.append((p, layers[-1]))
-                else:
+                elif gen == self._gen[p]:
                     self._fresh[p].append((gen, tag, layers))
             self._cond.notify_all()
             listeners = list(self._listeners)
-        for p, hit in changed:
-            for cb in listeners:
-                self._call(cb, p, hit)
+        self._notify(changed, listeners)
         return True
 
-    def _run(self) -> None:
+    def _run(self, fresh: bool = True) -> None:
         try:  # Linux: per-thread nice; rendering yields to the audio and MIDI threads
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
         except (AttributeError, OSError):
             pass
         while True:
             with self._cond:
-                while not self._stop and self._idle():
+                while not self._stop and (self._idle() if fresh else not self._dirty):
                     self._cond.wait(0.5)
                 if self._stop:
                     return
             try:
-                self.render_pending()
+                self.render_pending(fresh)
             except Exception:
                 self.stats.render_errors += 1
                 log.exception("render worker error")
@@ -267,7 +297,10 @@ class Engine:
     def _touch(self, p: int, stamp: float | None = None) -> None:
         """Pad ``p``'s sound changed: re-render its current hit and drop its queued fresh variations."""
         self._gen[p] += 1
-        self._dirty.setdefault(p, time.perf_counter() if stamp is None else stamp)
+        now = time.perf_counter() if stamp is None else stamp
+        self._dirty.setdefault(p, now)
+        if now > 0.0:
+            self._changes[p].append((self._gen[p], now))
         self._fresh[p].clear()
         self._fresh_next[p] = self.pads[p].fresh_count
         self._cond.notify_all()
@@ -289,7 +322,7 @@ class Engine:
                 while p in self._dirty or (self._busy and self.ready[p] is None):
                     self._lock.release()
                     try:
-                        if self._worker is None:
+                        if not self._workers:
                             self.render_pending()
                         else:
                             time.sleep(0.001)
@@ -433,16 +466,19 @@ class Engine:
                 i += n
                 changed.append((p, self.ready[p][-1]))
                 self._gen[p] += 1
+                self._ready_gen[p] = self._gen[p]
+                self._changes[p].clear()
                 self._fresh[p].clear()
                 self._fresh_next[p] = pads[p].fresh_count
             self.pads = pads
-            self.source = source
+            old, self.source = self.source, source
             self._dirty.clear()
             self._cond.notify_all()
             listeners = list(self._listeners)
-        for p, hit in changed:
-            for cb in listeners:
-                self._call(cb, p, hit)
+        self._notify(changed, listeners)
+        close = getattr(old, "close", None)  # render processes of the old model
+        if close is not None:
+            close()
 
     # ----- actions (OSC/MIDI) --------------------------------------------------------------------
     def apply(self, action: Action, stamp: float | None = None) -> bool:

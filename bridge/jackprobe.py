@@ -98,6 +98,17 @@ def first_sample(audio: np.ndarray, start: int = 0, threshold: float = 1e-6) -> 
     return int(idx[0]) + start if len(idx) else None
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the benchmark dies (an interrupted run leaves no server behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class DummyJack:
     """``jackd -n NAME --realtime -d dummy -r RATE -p PERIOD`` started and stopped by the benchmark."""
 
@@ -112,7 +123,8 @@ class DummyJack:
             raise RuntimeError("jackd is not installed (see ../shared/rt/jack-dummy.sh)")
         rt = ["--realtime"] if os.geteuid() == 0 else ["--no-realtime"]
         self.proc = subprocess.Popen([jackd, "-n", self.name, *rt, "-d", "dummy", "-r", str(self.rate), "-p",
-                                      str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         for _ in range(100):
             r = subprocess.run(["jack_lsp"], env=env, capture_output=True)

@@ -245,3 +245,8 @@ def build(address: str, *args: Any) -> bytes:
         else:
             b.add_arg(str(a), OscMessageBuilder.ARG_TYPE_STRING)
     return b.build().dgram
+
+
+# Addresses the bridge sends to clients (docs/osc.md, "Bridge -> client"); `kickit m4l check` verifies that the
+# Max for Live device only routes these (added by the M4L engineer).
+SENDS = ("/kickit/status", "/kickit/knob/names", "/kickit/model", "/kickit/hit/ready")

@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +89,22 @@ def find_output_device(name: str | None) -> tuple[int, dict[str, Any]]:
     return found[0][0], dict(found[0][1])
 
 
+def _guarded(fn: Callable[[], None], timeout: float) -> bool:
+    """Run ``fn`` in a daemon thread; False if it did not return within ``timeout`` seconds."""
+    t = threading.Thread(target=fn, name="kickit-portaudio", daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()
+
+
+def _disable_portaudio_exit_handler() -> None:
+    """sounddevice terminates PortAudio at exit, which hangs forever on a stream PortAudio could not close."""
+    import atexit
+
+    sd = _sd()
+    atexit.unregister(sd._exit_handler)
+
+
 class DeviceSink:
     """Stereo float32 output stream whose callback mixes the engine's voices."""
 
@@ -105,6 +122,8 @@ class DeviceSink:
         self._stopping = False
         self._monitor: threading.Thread | None = None
         self._lost = threading.Event()
+        self._stuck = False
+        self.error: str | None = None
 
     @staticmethod
     def probe_rate(device: str | None) -> int:
@@ -158,40 +177,60 @@ class DeviceSink:
             if not lost:
                 continue
             log.warning("audio device %r lost; reconnecting by name (state kept)", self.device_name)
-            self._close_stream()
+            if not self._close_stream():
+                self.error = (f"audio device {self.device_name!r} lost and PortAudio cannot release it (JACK "
+                              "server gone?); MIDI, OSC and all pads keep running: restart the bridge to play "
+                              "to the device again")
+                log.error("%s", self.error)
+                return
             while not self._stopping:
-                rescan_devices()
+                if not _guarded(rescan_devices, 5.0):
+                    self.error = "PortAudio hangs re-initialising; restart the bridge"
+                    log.error("%s", self.error)
+                    return
                 try:
                     self._open()
                     self.reconnects += 1
+                    self.error = None
                     log.info("audio device %r is back", self.device_name)
                     break
                 except OutputError as e:
                     log.debug("reconnect failed: %s", e)
                     time.sleep(1.0)
 
-    def _close_stream(self) -> None:
+    def _close_stream(self, timeout: float = 2.0) -> bool:
+        """Abort and close the stream; False when PortAudio hangs doing it (it does when a JACK server dies):
+        the stream is then abandoned, and PortAudio is left alone (no terminate at exit either)."""
         s, self.stream = self.stream, None
-        if s is not None:
+        if s is None:
+            return True
+
+        def close() -> None:
             try:
                 s.abort()
                 s.close()
             except Exception as e:  # a dead device can fail to close; the stream object is dropped anyway
                 log.debug("closing the stream: %s", e)
 
+        if _guarded(close, timeout):
+            return True
+        self._stuck = True
+        _disable_portaudio_exit_handler()
+        return False
     def stop(self) -> None:
         self._stopping = True
         self._lost.set()
         if self._monitor is not None:
             self._monitor.join(timeout=5)
             self._monitor = None
-        self._close_stream()
+        if not self._stuck:
+            self._close_stream()
 
     def describe(self) -> str:
         return f"audio device {self.device_name!r} at {self.engine.rate} Hz, block {self.block}"
 
     def counters(self) -> dict[str, Any]:
-        return {"xruns": self.xruns, "reconnects": self.reconnects,
+        return {"xruns": self.xruns, "reconnects": self.reconnects, "output_error": self.error,
                 "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
 
 

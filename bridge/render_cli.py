@@ -56,7 +56,9 @@ def render_events(engine: Engine, midimap: MidiMap, events: list[tuple[int, obje
 
     ctl = Controller(engine, midimap)
     engine.wait_ready(600.0)
-    end = events[-1][0] if events else 0
+    played: list[int] = []
+    engine.add_trigger_listener(lambda _pad, hit, _gain: played.append(hit.shape[1]))
+    end = events[-1][0] + 1 if events else 0
     hit_len = max((r[0].shape[1] for r in engine.ready if r is not None), default=0)
     total = end + (hit_len if tail else 0) + block
     n_blocks = (total + block - 1) // block
@@ -69,16 +71,15 @@ def render_events(engine: Engine, midimap: MidiMap, events: list[tuple[int, obje
             action = midimap.map(msg)
             if action is not None:
                 if action.kind == "trigger":
-                    engine.note_on(action.pad, action.value, offset=max(0, sample - b0), wait=True)
+                    start = max(b0, sample)
+                    if engine.note_on(action.pad, action.value, offset=start - b0, wait=True):
+                        end = max(end, start + (played[-1] if tail else 0))
                 else:
                     ctl.handle(action)
             i += 1
         engine.process(out[b0:b0 + block])
-    audio = out.T
-    # trim trailing silence left by the block rounding (keep at least to the last event)
-    nz = np.flatnonzero(np.any(audio != 0.0, axis=0))
-    last = max(int(nz[-1]) + 1 if len(nz) else 0, end + 1)
-    return np.ascontiguousarray(audio[:, :last])
+    # the file ends where the last hit ends (hits are one-shots of fixed length)
+    return np.ascontiguousarray(out.T[:, :end])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

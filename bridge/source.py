@@ -65,7 +65,10 @@ class ModelSource:
         return self.model.apply_knobs(z, list(values[: len(knobs)]) + [0.0] * (len(knobs) - len(values)))
 
     def render(self, z: np.ndarray) -> np.ndarray:
-        hits = self.renderer.render(np.asarray(z, dtype=np.float32))
+        # one latent at a time: onnxruntime's results depend (in the last bits) on the batch size, and a hit
+        # must be bit-identical however it was batched (presets, kickit render == live)
+        z = np.asarray(z, dtype=np.float32).reshape(-1, self.latent_dim)
+        hits = np.concatenate([self.renderer.render(z[i:i + 1]) for i in range(len(z))])
         if self.rate != self.model_rate:
             hits = np.stack([resample(h, self.model_rate, self.rate) for h in hits])
         return hits

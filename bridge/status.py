@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ def format_panel(s: dict[str, Any], width: int = 100) -> list[str]:
     names = s.get("knob_names") or []
     knobs = "  ".join(f"{(names[i] if i < len(names) else f'k{i}')[:10]} {v:+.2f}"
                       for i, v in enumerate(s.get("knobs", [])))
+    files = f" (files written {s['files_written']})" if "files_written" in s else ""
     lines = [
         f"kickit bridge  model {s.get('model', '?')} ({str(s.get('weights_hash', ''))[:12]})  "
         f"{s.get('rate', '?')} Hz  output {s.get('output', '?')}",
@@ -36,12 +38,14 @@ def format_panel(s: dict[str, Any], width: int = 100) -> list[str]:
         "     " + " ".join(cells[8:]),
         f"knobs (pad {sel}): {knobs}",
         f"voices {s.get('voices', 0)}/{s.get('max_voices', 0)} (stolen {s.get('stolen', 0)})  notes "
-        f"{s.get('notes', 0)}  render {_ms(s.get('render_ms_p50'))}/hit  knob->ready p95 "
+        f"{s.get('notes', 0)}{files}  render {_ms(s.get('render_ms_p50'))}/hit  knob->ready p95 "
         f"{_ms(s.get('knob_ready_ms_p95'))}  note-on p99 {_ms(s.get('note_latency_ms_p99'))}",
         f"xruns {s.get('xruns', 0)}  callback errors {s.get('callback_errors', 0)}  dropped: OSC "
         f"{s.get('osc_dropped', 0)} events {s.get('ring_dropped', 0)}  not ready {s.get('not_ready', 0)}  "
         f"fresh underruns {s.get('fresh_underruns', 0)}",
     ]
+    if s.get("output_error"):
+        lines.append(f"output: {s['output_error']}")
     if s.get("last_error"):
         lines.append(f"last error: {s['last_error']}")
     return [line[:width] for line in lines]
@@ -69,7 +73,7 @@ class StatusPanel:
     def draw(self) -> None:
         s = self.get_status()
         if self.tty:
-            lines = format_panel(s)
+            lines = format_panel(s, max(40, shutil.get_terminal_size((120, 24)).columns - 1))
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self.stream.flush()

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             knob_bases=args.knob_bases, knob_steps=args.knob_steps, knobs=args.knobs, seed=args.seed,
             threads=args.threads,
         )
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except (ExportError, OSError, ValueError) as e:
         print(f"kickit export: {e}", file=sys.stderr)
         return 2
     p = result.parity

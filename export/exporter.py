@@ -20,6 +20,7 @@ from kickit.training import checkpoint as ckpt_mod
 from kickit.training import config as config_mod
 from kickit.training import models as models_mod
 
+from kickit.modelfile import Knob
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
 
@@ -77,7 +78,7 @@ def export_checkpoint(
     if knob_samples < 2 * latent_dim:
         raise ValueError(f"--knob-samples {knob_samples}: need at least {2 * latent_dim} for a latent of {latent_dim}")
 
-    def knob_fn(g: torch.nn.Module) -> list:
+    def knob_fn(g: torch.nn.Module) -> list[Knob]:
         if knobs == 0:
             return []
         return compute_knobs(g, contract, latent_dim, k=knobs, n=knob_samples, bases=knob_bases,
@@ -113,7 +114,7 @@ def export_untrained(
     training = {"steps": 0, "config": config_name, "data": {}, "note": f"untrained, torch seed {seed}"}
     knob_fn = None
     if knobs:
-        def knob_fn(g: torch.nn.Module) -> list:
+        def knob_fn(g: torch.nn.Module) -> list[Knob]:
             return compute_knobs(g, contract, latent_dim, n=max(knob_samples, 2 * latent_dim), bases=knob_bases,
                                  seed=seed)
     res = export_generator(generator, contract, out, latent_dim=latent_dim, training=training, knob_fn=knob_fn)

@@ -10,12 +10,13 @@ Method (Harkonen et al., GANSpace, applied to a sound generator):
 2. PCA of the features; each sample's coordinates x on the top components are regressed back onto z
    (least squares, ``Z ~ X U``), as GANSpace does for BigGAN, so each component gets a latent direction u_k.
    Directions are orthonormalised in PCA order (Gram-Schmidt), so turning one knob does not also turn another.
-3. Range: ``lo, hi = -RANGE, +RANGE`` latent units (2 = two standard deviations of the prior along a unit
-   direction, the central 95 % of what the generator saw in training), each side then shortened where the
+3. Range: ``lo, hi = -RANGE, +RANGE`` latent units (3 = three standard deviations of the prior along a unit
+   direction: 99.7 % of the latents the generator saw in training lie inside), each side then shortened where the
    sweep stops giving kicks: walking out from the centre, the last knob step whose kick-check pass rate
    (kickit.descriptors.is_kick) stays within ``KICK_RATE_DROP`` of the centre's ends the range.
 4. Measure (``measure``): for several base latents, render the hit at knob values -1..1 in equal steps and
-   record (a) the mean absolute dB change of the spectrogram per step (the "sound change") and its
+   record (a) the mean absolute dB change per step of the spectrogram cells audible (above the mask) in either
+   step (the "sound change") and its
    smoothness (largest step / mean step; 1 = perfectly even), (b) kickit.descriptors of the reconstructed
    audio, their change per step and their rank correlation with the knob value.
 5. Order knobs by measured sound change (largest first) and name each by the descriptor it drives most
@@ -39,7 +40,7 @@ from kickit.modelfile import Knob
 from kickit.spectral import SpectralContract
 
 N_KNOBS = 8
-RANGE = 2.0
+RANGE = 3.0
 POOL = (16, 32)  # pooled (frames, rows) grid of the PCA features
 NAME_MIN_RHO = 0.8
 # smallest change over a knob's whole sweep (mean over bases) that counts as audible, per descriptor: a knob is
@@ -52,19 +53,24 @@ KICK_KEY = "is_kick"  # describe() may add this: 1.0 per hit passing every kick 
 KICK_RATE_DROP = 0.2  # a knob side is shortened where the kick pass rate falls more than this under the centre's
 MIN_RANGE = 0.5
 
-# descriptor name -> knob name, in order of preference when a knob drives several descriptors equally
-KNOB_NAMES: dict[str, str] = {
-    "fundamental_hz": "pitch",
-    "decay_s": "decay",
-    "attack_s": "attack",
-    "centroid_hz": "brightness",
-    "width": "width",
-    "sub_energy": "sub",
-    "low_energy": "body",
-    "high_energy": "click",
-    "flatness": "noise",
-    "crest": "punch",
+# descriptor name -> knob names (the first free one is used; a second knob driving the same descriptor gets the
+# second name), in order of preference when a knob drives several descriptors equally
+KNOB_NAMES: dict[str, tuple[str, ...]] = {
+    "fundamental_hz": ("pitch", "tune"),
+    "decay_s": ("decay", "length"),
+    "attack_s": ("attack",),
+    "centroid_hz": ("brightness", "tone"),
+    "width": ("width", "space"),
+    "sub_energy": ("sub",),
+    "low_energy": ("body",),
+    "high_energy": ("click", "air"),
+    "flatness": ("noise",),
+    "crest": ("punch",),
 }
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.4g}")
 
 
 @dataclass
@@ -82,9 +88,9 @@ class KnobEffect:
         return {
             "sound_change_db_per_step": round(self.sound_change_db, 4),
             "smoothness": round(self.smoothness, 3),
-            "descriptor_change_per_step": {k: round(v, 5) for k, v in self.descriptor_step.items()},
+            "descriptor_change_per_step": {k: _sig(v) for k, v in self.descriptor_step.items()},
             "descriptor_rho": {k: round(v, 3) for k, v in self.descriptor_rho.items()},
-            "descriptor_sweep_change": {k: round(v, 5) for k, v in self.descriptor_range.items()},
+            "descriptor_sweep_change": {k: _sig(v) for k, v in self.descriptor_range.items()},
             "kick_rate_per_step": [round(v, 3) for v in self.kick_rate],
         }
 
@@ -147,9 +153,16 @@ def find_directions(
     return dirs.astype(np.float32), ratio.astype(np.float64)
 
 
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (a constant series has all ranks equal)."""
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - (counts - 1) / 2.0) - 1.0)[inverse]
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx = np.argsort(np.argsort(x)).astype(np.float64)
-    ry = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(np.float64)
+    """Spearman's rho; 0 when either series is constant."""
+    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
     rx -= rx.mean()
     ry -= ry.mean()
     den = np.sqrt((rx**2).sum() * (ry**2).sum())
@@ -179,12 +192,16 @@ def measure(
     raw = _generate(generator, z)
     spec = _as_spec(raw, contract, output).reshape(bases, steps, *contract.shape)
     db = contract.unscale_db(spec)
-    step_db = np.abs(np.diff(db, axis=1)).mean(axis=(2, 3, 4))  # (bases, steps - 1)
+    # mean |dB change| between neighbouring knob steps over the cells audible (above the mask) in either step
+    active = db > contract.db_threshold
+    live = active[:, 1:] | active[:, :-1]
+    diff = np.abs(np.diff(db, axis=1)) * live
+    step_db = diff.sum(axis=(2, 3, 4)) / np.maximum(live.sum(axis=(2, 3, 4)), 1)  # (bases, steps - 1)
     mean_step = float(step_db.mean())
     smooth = float(step_db.mean(axis=0).max() / mean_step) if mean_step > 0 else 1.0
     effect = KnobEffect(mean_step, smooth)
     if describe is not None:
-        audio = render_output(raw, contract, output)
+        audio = np.stack([render_output(raw[i:i + 1], contract, output)[0] for i in range(len(raw))])
         desc = describe(audio, contract)
         if KICK_KEY in desc:
             effect.kick_rate = [float(x) for x in np.asarray(desc.pop(KICK_KEY), dtype=np.float64)
@@ -199,17 +216,19 @@ def measure(
     return effect
 
 
-def name_for(effect: KnobEffect, taken: set[str]) -> tuple[str | None, float]:
-    """(knob name, signed rho) of the descriptor this knob drives most consistently, or (None, 0)."""
-    best: tuple[str | None, float] = (None, 0.0)
-    for desc, knob_name in KNOB_NAMES.items():
+def name_for(effect: KnobEffect, taken: set[str]) -> tuple[str | None, float, str | None]:
+    """(knob name, signed rho, descriptor) of the descriptor this knob drives most consistently and audibly
+    and that still has a free name, or (None, 0, None)."""
+    best: tuple[str | None, float, str | None] = (None, 0.0, None)
+    for desc, names in KNOB_NAMES.items():
         rho = effect.descriptor_rho.get(desc)
-        if rho is None or knob_name in taken or abs(rho) < NAME_MIN_RHO:
+        free = [n for n in names if n not in taken]
+        if rho is None or not free or abs(rho) < NAME_MIN_RHO:
             continue
         if effect.descriptor_range.get(desc, 0.0) < NAME_MIN_CHANGE.get(desc, 0.0):
             continue
         if abs(rho) > abs(best[1]) + 1e-9:
-            best = (knob_name, rho)
+            best = (free[0], rho, desc)
     return best
 
 
@@ -245,7 +264,7 @@ def compute_knobs(
     knobs: list[Knob] = []
     taken: set[str] = set()
     for i, (effect, d, var, lo, hi) in enumerate(measured):
-        name, rho = name_for(effect, taken)
+        name, rho, named_by = name_for(effect, taken)
         if name is not None:
             taken.add(name)
             if rho < 0:  # turning the knob up raises the named descriptor
@@ -255,7 +274,7 @@ def compute_knobs(
                 effect.kick_rate = effect.kick_rate[::-1]
         info = effect.to_dict()
         info["pca_variance_ratio"] = round(var, 5)
-        info["named_by"] = next((desc for desc, kn in KNOB_NAMES.items() if kn == name), None)
+        info["named_by"] = named_by
         knobs.append(Knob(name or f"knob {i + 1}", d.astype(np.float32), lo, hi, info))
     return knobs
 

@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,17 +171,19 @@ def export_generator(
     *,
     latent_dim: int,
     knobs: Sequence[Knob] | None = None,
-    knob_fn: Any = None,
+    knob_fn: Callable[[torch.nn.Module], list[Knob]] | None = None,
     family: str = "spec-gan",
     output: str = "spec",
     training: dict[str, Any] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     opset: int = OPSET,
+    encoder: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``generator`` to ``out``; raises :class:`ExportError` (nothing written) when anything fails.
 
     Knobs: pass ``knobs`` ready-made, or ``knob_fn(generator) -> list[Knob]`` to compute them after the
-    parity self-test passed (they are costly), or neither for a model without knobs.
+    parity self-test passed (they are costly), or neither for a model without knobs. ``encoder``: the
+    companion-encoder record of VAE families (docs/model-file.md).
     """
     out = Path(out)
     generator = generator.eval().to("cpu", torch.float32)
@@ -202,7 +204,7 @@ def export_generator(
     summary = dict(training or {})
     summary.setdefault("exported", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     props = metadata(contract, family=family, output=output, latent_dim=latent_dim, knobs=knobs,
-                     training=summary, parity=parity)
+                     training=summary, parity=parity, encoder=encoder)
     final = with_metadata(data, props)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

@@ -48,9 +48,14 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         raise AudioError(p, "empty file (0 bytes)")
     try:
         with sf.SoundFile(str(p)) as fh:
+            short = _truncation(fh.extra_info)
+            if short:
+                raise AudioError(p, short)
             rate = int(fh.samplerate)
             limit = int(MAX_READ_SECONDS * rate) if rate > 0 else -1
             data = fh.read(frames=limit, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, MemoryError) as e:
         raise AudioError(p, f"not readable as audio ({_sndfile_reason(e, p)})") from None
     if rate <= 0:
@@ -62,6 +67,21 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(data)):
         raise AudioError(p, "contains NaN or infinite samples")
     return np.ascontiguousarray(data.T), int(rate)
+
+
+_SHORT_CHUNK = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+STREAMING_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # headers of recordings that were never finalised: not an error
+
+
+def _truncation(extra_info: str) -> str | None:
+    """libsndfile reads what there is of a file cut short and notes it in its log; say so instead."""
+    m = _SHORT_CHUNK.search(extra_info or "")
+    if m is None:
+        return None
+    declared, present = int(m.group(2)), int(m.group(3))
+    if declared in STREAMING_SIZES or declared >= 0xFFFFFFF0 or present >= declared:
+        return None
+    return f"truncated: the header promises {declared} bytes of audio, the file holds {present}"
 
 
 def _sndfile_reason(e: BaseException, p: Path) -> str:
@@ -164,13 +184,15 @@ def prepare_hit(
 
 
 def iter_audio_files(root: str | os.PathLike[str]) -> Iterator[Path]:
-    """Audio files under a folder (recursively, sorted), or the file itself."""
+    """Audio files under a folder (recursively, sorted; hidden files and folders such as macOS ``._x.wav``
+    left out), or the file itself."""
     p = Path(root)
     if p.is_file():
         yield p
         return
     for f in sorted(p.rglob("*")):
-        if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
+        hidden = any(x.startswith(".") for x in f.relative_to(p).parts)
+        if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES and not hidden:
             yield f
 
 

@@ -93,14 +93,17 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def probe_audio() -> tuple[list[AudioDevice], str | None]:
-    """Audio devices PortAudio sees now (re-initialising it if sounddevice was already imported)."""
+def probe_audio(refresh: bool = False) -> tuple[list[AudioDevice], str | None]:
+    """Audio devices PortAudio sees. PortAudio enumerates when it initialises (at ``import sounddevice``);
+    ``refresh=True`` re-initialises it to see servers/devices that appeared since, which also closes any
+    stream this process has open (so the bridge never asks for it while playing)."""
+    fresh = "sounddevice" not in sys.modules
     try:
         import sounddevice as sd
     except OSError as e:  # the PortAudio shared library is missing
         return [], f"PortAudio is not available ({_one_line(e)}); install libportaudio2"
     try:
-        if "sounddevice" in sys.modules and getattr(sd, "_initialized", 0):
+        if refresh and not fresh:
             sd._terminate()
             sd._initialize()
         hostapis = sd.query_hostapis()
@@ -159,13 +162,14 @@ def _midi_reason(label: str, e: BaseException) -> str:
     return text
 
 
-def probe() -> DeviceReport:
-    """Probe audio and MIDI with native stderr captured; never starts a JACK server."""
+def probe(refresh: bool = False) -> DeviceReport:
+    """Probe audio and MIDI with native stderr captured; never starts a JACK server. ``refresh``: see
+    :func:`probe_audio`."""
     saved = os.environ.get("JACK_NO_START_SERVER")
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     try:
         with captured_native_stderr() as native:
-            audio, audio_error = probe_audio()
+            audio, audio_error = probe_audio(refresh)
             midi = probe_midi()
     finally:
         if saved is None:

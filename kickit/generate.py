@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from kickit.audio import write_wav
 from kickit.modelfile import ModelError, ModelFile, default_model_path, load_model
+from kickit.spectral import SpectralContract
 
 MAX_COUNT = 10000
 BATCH = 8
+MAX_TRIES = 10  # --only-kicks gives up after this many hits tried per hit wanted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=None, help="phase reconstruction method (default: kickit's)")
     parser.add_argument("--prefix", default="kick", help="file name prefix (default 'kick')")
     parser.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
+    parser.add_argument("--only-kicks", action="store_true",
+                        help="keep only hits passing the kick checks (transient, 40-120 Hz fundamental, low band "
+                             "dominant, decaying, clean); rejected latents are replaced by new ones")
     parser.add_argument("--no-preview", action="store_true", help="skip preview.png")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for inference and reconstruction (default 2)")
 
 
 def resolve_model(path: str | None, threads: int = 1) -> ModelFile:
@@ -66,8 +72,13 @@ def parse_knob_values(model: ModelFile, specs: list[str]) -> list[float]:
 
 def generate_pack(model: ModelFile, out: Path, count: int, seed: int, knob_values: list[float] | None = None,
                   *, method: str | None = None, prefix: str = "kick", preview: bool = True,
-                  force: bool = False) -> list[Path]:
-    """Render ``count`` hits into ``out``; returns the WAV paths. Raises FileExistsError unless ``force``."""
+                  force: bool = False, workers: int = 1,
+                  accept: Callable[[np.ndarray, SpectralContract], np.ndarray] | None = None) -> list[Path]:
+    """Render ``count`` hits into ``out``; returns the WAV paths. Raises FileExistsError unless ``force``.
+
+    ``accept(audio (B, 2, n), contract) -> bool (B,)``: keep only the hits it accepts (``--only-kicks`` passes
+    kickit.descriptors.is_kick), drawing new latents until ``count`` are kept or ``MAX_TRIES * count`` tried.
+    """
     from kickit.hits import HitRenderer
 
     if count < 1 or count > MAX_COUNT:
@@ -78,17 +89,30 @@ def generate_pack(model: ModelFile, out: Path, count: int, seed: int, knob_value
         clash = [p for p in [*names, out / "pack.json", out / "preview.png"] if p.exists()]
         if clash:
             raise FileExistsError(f"{clash[0]}: already exists (use --force to overwrite, or another folder)")
-    renderer = HitRenderer(model, **({"method": method} if method else {}))
+    renderer = HitRenderer(model, **({"method": method} if method else {}), workers=workers)
     values = knob_values or [0.0] * len(model.knobs)
-    z = np.random.default_rng(seed).standard_normal((count, model.latent_dim)).astype(np.float32)
-    z = model.apply_knobs(z, values)
-    hits = []
-    for i in range(0, count, BATCH):
-        audio = renderer.render(z[i:i + BATCH])
-        for j, hit in enumerate(audio):
-            write_wav(names[i + j], hit, model.contract.sample_rate)
-        if preview and len(hits) < 32:
-            hits.extend(audio[: 32 - len(hits)])
+    rng = np.random.default_rng(seed)
+    kept_z: list[np.ndarray] = []
+    hits: list[np.ndarray] = []
+    tried = 0
+    with renderer:
+        while len(kept_z) < count:
+            if tried >= count * MAX_TRIES:
+                raise ValueError(
+                    f"only {len(kept_z)} of {tried} generated hits passed the kick checks, {count} wanted; "
+                    f"{model.path} does not make kicks reliably (drop --only-kicks to keep every hit)")
+            n = min(BATCH, count * MAX_TRIES - tried) if accept is not None else min(BATCH, count - len(kept_z))
+            z = model.apply_knobs(rng.standard_normal((n, model.latent_dim)).astype(np.float32), values)
+            tried += n
+            audio = renderer.render(z)
+            ok = np.ones(n, dtype=bool) if accept is None else np.asarray(accept(audio, model.contract), bool)
+            for zi, hit in zip(z[ok], audio[ok], strict=True):
+                if len(kept_z) == count:
+                    break
+                write_wav(names[len(kept_z)], hit, model.contract.sample_rate)
+                kept_z.append(zi)
+                if preview and len(hits) < 32:
+                    hits.append(hit)
     if preview:
         from kickit.png import preview_grid, write_png
 
@@ -100,10 +124,18 @@ def generate_pack(model: ModelFile, out: Path, count: int, seed: int, knob_value
         "method": renderer.method,
         "knobs": {k.name: v for k, v in zip(model.knobs, values, strict=True)},
         "sample_rate": model.contract.sample_rate,
-        "hits": [{"file": p.name, "z": [round(float(x), 7) for x in zi]} for p, zi in zip(names, z, strict=True)],
+        "only_kicks": accept is not None,
+        "tried": tried,
+        "hits": [{"file": p.name, "z": [round(float(x), 7) for x in zi]} for p, zi in zip(names, kept_z, strict=True)],
     }
     (out / "pack.json").write_text(json.dumps(pack, indent=1) + "\n")
     return names
+
+
+def _is_kick(audio: np.ndarray, contract: SpectralContract) -> np.ndarray:
+    from kickit.descriptors import is_kick
+
+    return is_kick(audio, contract)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out}: exists and is not a folder")
         paths = generate_pack(model, out, args.count, seed, knob_values, method=args.method,
-                              prefix=args.prefix, preview=not args.no_preview, force=args.force)
+                              prefix=args.prefix, preview=not args.no_preview, force=args.force,
+                              workers=args.threads, accept=_is_kick if args.only_kicks else None)
     except (ModelError, ValueError, FileExistsError, OSError) as e:
         print(f"kickit generate: {e}", file=sys.stderr)
         return 2

@@ -95,15 +95,20 @@ class HitRenderer:
         """Finished hits from raw model output (``spec`` (B, 2, frames, rows) or ``audio`` (B, 2, n))."""
         kw = {"method": self.method, "iterations": self.iterations, "peak_dbfs": self.peak_dbfs,
               "fade_ms": self.fade_ms}
+        raw = np.asarray(raw, dtype=np.float32)
         n = len(raw)
-        if self.workers == 1 or n == 1 or self.model.output != "spec":
+        if self.model.output != "spec" or n <= 1:
             return render_output(raw, self.contract, self.model.output, **kw)
+        # One hit at a time: faster than one big batch (the working set stays in cache) and each hit's audio
+        # is independent of what else is in the batch.
+        def one(i: int) -> np.ndarray:
+            return render_output(raw[i:i + 1], self.contract, "spec", **kw)[0]
+
+        if self.workers == 1:
+            return np.stack([one(i) for i in range(n)])
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kickit-recon")
-        parts = np.array_split(np.arange(n), min(self.workers, n))
-        futures = [self._pool.submit(render_output, raw[idx], self.contract, self.model.output, **kw)
-                   for idx in parts]
-        return np.concatenate([f.result() for f in futures])
+        return np.stack(list(self._pool.map(one, range(n))))
 
 
 def render_output(
@@ -118,6 +123,8 @@ def render_output(
 ) -> np.ndarray:
     """Raw generator output -> finished hits; also used by the exporter on torch outputs (same path)."""
     raw = np.asarray(raw, dtype=np.float32)
+    if not np.all(np.isfinite(raw)):  # a model may misbehave on some latent: silence there, never a crash
+        raw = np.nan_to_num(raw, nan=-1.0 if output == "spec" else 0.0, posinf=1.0, neginf=-1.0)
     if output == "spec":
         mag = contract.decode_magnitude(raw)
         audio = reconstruction.reconstruct(mag, contract, method=method, iterations=iterations)

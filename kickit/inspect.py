@@ -6,11 +6,34 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kickit.modelfile import ModelError, ModelFile, load_model, probe_latents
+
+SWEEP_VALUES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+SWEEP_GAP_S = 0.1
+
+
+def write_sweeps(model: ModelFile, out: Path, seed: int = 0) -> list[Path]:
+    """One WAV per knob: a hit at each of SWEEP_VALUES, separated by short silences (to hear what it does)."""
+    from kickit.audio import write_wav
+    from kickit.hits import HitRenderer
+
+    renderer = HitRenderer(model)
+    z = np.random.default_rng(seed).standard_normal((1, model.latent_dim)).astype(np.float32)
+    gap = np.zeros((model.contract.channels, int(SWEEP_GAP_S * model.contract.sample_rate)), dtype=np.float32)
+    paths = []
+    for i, knob in enumerate(model.knobs):
+        values = np.zeros((len(SWEEP_VALUES), len(model.knobs)))
+        values[:, i] = SWEEP_VALUES
+        hits = renderer.render(np.concatenate([model.apply_knobs(z, list(v)) for v in values]))
+        audio = np.concatenate([part for h in hits for part in (h, gap)], axis=-1)
+        slug = "".join(c if c.isalnum() else "-" for c in knob.name)
+        paths.append(write_wav(out / f"knob-{i + 1}-{slug}.wav", audio, model.contract.sample_rate))
+    return paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the timing (default 1)")
     parser.add_argument("--runs", type=int, default=20, help="timed renders of one hit (default 20)")
+    parser.add_argument("--sweep", metavar="DIR", default=None,
+                        help="also write one WAV per knob to DIR: the same hit at knob values "
+                             f"{', '.join(f'{v:+g}' for v in SWEEP_VALUES)}, one after the other")
+    parser.add_argument("--seed", type=int, default=0, help="latent of the --sweep hit (default 0)")
 
 
 def time_render(model: ModelFile, runs: int = 20) -> dict[str, Any]:
@@ -67,10 +94,14 @@ def _knob_line(i: int, k: dict[str, Any]) -> str:
     e = k["effect"] or {}
     parts = [f"{i:>2}. {k['name']:<12} range {k['lo']:+.2f}..{k['hi']:+.2f}"]
     if "sound_change_db_per_step" in e:
-        parts.append(f"sound change {e['sound_change_db_per_step']:.2f} dB/step, smoothness {e.get('smoothness', 0):.2f}")
+        kick = e.get("kick_rate_per_step") or []
+        kick_txt = f", kicks {kick[0]:.0%}/{kick[len(kick) // 2]:.0%}/{kick[-1]:.0%} at -1/0/+1" if kick else ""
+        parts.append(f"sound change {e['sound_change_db_per_step']:.2f} dB/step, smoothness "
+                     f"{e.get('smoothness', 0):.2f}{kick_txt}")
     rho = e.get("descriptor_rho") or {}
     step = e.get("descriptor_change_per_step") or {}
-    top = sorted(rho, key=lambda d: -abs(rho[d]))[:3]
+    named = e.get("named_by")
+    top = sorted(rho, key=lambda d: (d != named, -abs(rho[d])))[:3]
     if top:
         parts.append("; ".join(f"{d} {step.get(d, 0):.3g}/step (rho {rho[d]:+.2f})" for d in top))
     return ", ".join(parts[:2]) + (f"\n      {parts[2]}" if len(parts) > 2 else "")
@@ -126,4 +157,12 @@ def run(args: argparse.Namespace) -> int:
     timing = time_render(model, max(1, args.runs))
     info = describe(model, timing)
     print(json.dumps(info, indent=1) if args.json else format_text(info))
+    if args.sweep:
+        try:
+            paths = write_sweeps(model, Path(args.sweep), args.seed)
+        except OSError as e:
+            print(f"kickit inspect: {args.sweep}: cannot write the sweeps ({e.strerror or e})", file=sys.stderr)
+            return 2
+        if not args.json:
+            print(f"sweeps     {len(paths)} WAVs in {args.sweep} (knob at {', '.join(f'{v:+g}' for v in SWEEP_VALUES)})")
     return 0

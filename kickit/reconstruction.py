@@ -12,11 +12,13 @@ Methods (``METHODS``; ``DEFAULT_METHOD`` is the one chosen by the figures in doc
 * ``pghi``: phase-gradient heap integration (Prusa, Balazs & Sondergaard 2017), non-iterative. The phase
   derivatives come from the log-magnitude through the Gaussian relations (a Hann window of length L acts like
   a Gaussian with ``lambda = 0.25645 L^2``); cells more than ``PGHI_TOL_DB`` under the hit's peak are left out.
-  The heap integration itself is sequential; ``pghi`` uses a vectorised spanning-tree version of it (the
-  phase is integrated along time within every bin, and adjacent bins are tied together at the frame where
-  both are strongest, which is the edge a heap would take first for a kick's ridges). ``pghi-heap`` is the
+  The heap integration itself is sequential; ``pghi`` uses a vectorised spanning-tree version of it: the
+  phase is integrated along time within every bin, adjacent bins are tied together at the frame where both
+  are strongest (the edge a heap would take first for a kick's ridges), and each bin is phase-locked to the
+  spectral peak whose lobe it sits on (every bin over the onset, the low bins after). ``pghi-heap`` is the
   exact heap algorithm in plain Python: the reference the vectorised one is measured against (slow, offline).
-* ``pghi+fgla``: PGHI as the initial phase of a few FGLA iterations.
+* ``pghi+fgla`` (default): PGHI, then FGLA iterations over the attack only (the first ``ATTACK_S``), where
+  PGHI leaves most of its error (an onset tick on tonal kicks); the rest keeps the PGHI phase.
 * ``rtisi-la``: Real-Time Iterative Spectrogram Inversion with Look-Ahead (Zhu, Beauregard & Wyse 2007):
   frames are committed one at a time, each after ``iterations`` refinements of the frames in the look-ahead.
 
@@ -40,6 +42,8 @@ PGHI_TOL_DB = 80.0
 HANN_GAUSS_LAMBDA = 0.25645  # lambda / L^2 of the Gaussian window equivalent to a Hann window (Prusa 2017)
 RTISI_LOOKAHEAD = 3  # frames of look-ahead in RTISI-LA
 RANDOM_PHASE_SEED = 0
+ONSET_LOCK_S = 0.05  # s: over the onset every bin is phase-locked (transients are vertical ridges)
+ATTACK_S = 0.14  # s: what pghi+fgla refines (where PGHI leaves most of its error; docs/reconstruction.md)
 _TINY = np.float32(1e-30)
 
 
@@ -47,6 +51,7 @@ _TINY = np.float32(1e-30)
 @dataclass(frozen=True)
 class _Plan:
     window: np.ndarray  # float32 (n_fft,)
+    window64: np.ndarray  # float64 (n_fft,): analysis window, so framing and the cast to float64 are one pass
     norm: np.ndarray  # float32 (n_samples + n_fft,): least-squares OLA normalisation in padded coordinates
     random_phase: np.ndarray  # complex64 (frames, n_bins), unit modulus, seeded
     bin_index: np.ndarray  # int64 (n_bins,)
@@ -64,9 +69,10 @@ def _plan(c: SpectralContract) -> _Plan:
     random_phase = np.exp(2j * np.pi * rng.random((c.frames, c.n_bins))).astype(np.complex64)
     bins = np.arange(c.n_bins)
     advance = (2.0 * np.pi / c.n_fft * np.remainder(bins * c.hop, c.n_fft)).astype(np.float32)
-    for a in (window, norm, random_phase, bins, advance):
+    window64 = c.window_array().astype(np.float64)
+    for a in (window, window64, norm, random_phase, bins, advance):
         a.setflags(write=False)
-    return _Plan(window, norm, random_phase, bins, advance, HANN_GAUSS_LAMBDA * c.n_fft**2)
+    return _Plan(window, window64, norm, random_phase, bins, advance, HANN_GAUSS_LAMBDA * c.n_fft**2)
 
 
 # ----- STFT on the active frames (padded coordinates) ---------------------------------------------------
@@ -74,7 +80,7 @@ def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan) -> np.
     """Time frames (..., F, n_fft) -> normalised signal in padded coordinates (..., (F - 1) * hop + n_fft)."""
     r = c.n_fft // c.hop
     f = frames_td.shape[-2]
-    y = (frames_td * plan.window).reshape(*frames_td.shape[:-2], f, r, c.hop)
+    y = np.multiply(frames_td, plan.window, dtype=np.float32).reshape(*frames_td.shape[:-2], f, r, c.hop)
     out = np.zeros((*frames_td.shape[:-2], f + r - 1, c.hop), dtype=np.float32)
     for k in range(r):  # r = n_fft / hop blocks, never a loop over frames
         out[..., k : k + f, :] += y[..., :, k, :]
@@ -86,7 +92,7 @@ def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan) -> np.
 def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int) -> np.ndarray:
     """Signal in padded coordinates (..., >= (F - 1) * hop + n_fft) -> complex128 STFT (..., F, n_bins)."""
     view = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=-1)[..., :: c.hop, :][..., :n_frames, :]
-    return np.fft.rfft((view * plan.window).astype(np.float64), axis=-1)
+    return np.fft.rfft(np.multiply(view, plan.window64, dtype=np.float64), axis=-1)
 
 
 def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
@@ -115,18 +121,31 @@ def _work_frames(mag: np.ndarray, frames: int) -> int:
 
 # ----- phase estimators: mid magnitude (H, F, B) -> unit phase (H, F, B) complex64 -----------------------
 def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, start: np.ndarray,
-          momentum: float = MOMENTUM) -> np.ndarray:
-    """Fast Griffin-Lim on the mid magnitude from a unit phase ``start``; returns the final unit phase."""
+          momentum: float = MOMENTUM, frames: int | None = None) -> np.ndarray:
+    """Fast Griffin-Lim on the mid magnitude from a unit phase ``start``; returns the final unit phase.
+
+    With ``frames``, only the phases of the first ``frames`` frames are refined (the attack, where a
+    non-iterative start leaves most of its error); the following n_fft / hop - 1 frames keep their start phase
+    and take part in the synthesis so the refined frames see the whole signal under them.
+    """
+    start = np.broadcast_to(start, mid.shape)
+    if not iterations:
+        return start
     f = mid.shape[-2]
-    cur = mid * start
+    k = f if frames is None else max(1, min(frames, f))
+    ctx = min(f, k + c.n_fft // c.hop - 1)
+    tail = mid[:, k:ctx] * start[:, k:ctx]
+    cur = mid[:, :k] * start[:, :k]
     prev = cur
     alpha = np.float32(momentum)
     for _ in range(iterations):
-        spec = _analyse(_synthesise(cur, c, plan), c, plan, f)
-        proj = mid * _unit(spec)
+        full = cur if ctx == k else np.concatenate([cur, tail], axis=1)
+        spec = _analyse(_synthesise(full, c, plan), c, plan, k)
+        proj = mid[:, :k] * _unit(spec)
         cur = proj + alpha * (proj - prev)
         prev = proj
-    return _unit(cur) if iterations else np.broadcast_to(start, mid.shape)
+    out = _unit(cur)
+    return out if k == f else np.concatenate([out, start[:, k:]], axis=1)
 
 
 def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float
@@ -142,11 +161,24 @@ def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: 
     floor = (peak * np.float32(10.0 ** (-tol_db / 20.0))).astype(np.float32)[:, None, None]
     big = mid > floor
     s = np.log(np.maximum(mid, np.maximum(floor, _TINY)))
-    ds_dm = np.gradient(s, axis=-1)
-    ds_dn = np.gradient(s, axis=-2) if s.shape[-2] > 1 else np.zeros_like(s)
-    wr = ds_dm * np.float32(a * m_fft / plan.lam)
-    gr = ds_dn * np.float32(-plan.lam / (a * m_fft))
-    return wr.astype(np.float32, copy=False), gr.astype(np.float32, copy=False), big
+    ds_dm = _gradient(s, -1)
+    ds_dn = _gradient(s, -2)
+    ds_dm *= np.float32(a * m_fft / plan.lam)
+    ds_dn *= np.float32(-plan.lam / (a * m_fft))
+    return ds_dm, ds_dn, big
+
+
+def _gradient(s: np.ndarray, axis: int) -> np.ndarray:
+    """Central differences along ``axis`` (one-sided at the ends; zero for a single sample), float32."""
+    s = np.moveaxis(s, axis, -1)
+    out = np.zeros_like(s)
+    n = s.shape[-1]
+    if n > 1:
+        np.subtract(s[..., 2:], s[..., :-2], out=out[..., 1:-1])
+        out[..., 1:-1] *= np.float32(0.5)
+        out[..., 0] = s[..., 1] - s[..., 0]
+        out[..., -1] = s[..., -1] - s[..., -2]
+    return np.moveaxis(out, -1, axis)
 
 
 def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB) -> np.ndarray:
@@ -154,15 +186,16 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
 
     1. Time integration of the phase advance within every bin (trapezoid, float32 cumulative sum).
     2. Adjacent bins tied together at the frame where the weaker of the two is strongest.
-    3. Phase locking over the exact low bins (where a kick's fundamental and body live): within each frame, a
-       bin takes the phase of the spectral peak whose lobe it sits on (found by climbing towards the louder
-       neighbour) plus the frequency integral of the phase gradient from that peak, as the heap does when
-       it spreads from a ridge across its lobe.
+    3. Phase locking (:func:`_lock`) over every bin in the onset (the first ``ONSET_LOCK_S``, where a click is
+       a vertical ridge) and over the exact low bins after it (where a kick's fundamental and body live):
+       within each frame, a bin takes the phase of the spectral peak whose lobe it sits on plus the frequency
+       integral of the phase gradient from that peak, as the heap does when it spreads from a ridge across
+       its lobe.
     """
     h, f, b = mid.shape
-    r = c.n_fft // c.hop
     wr, gr, _ = _phase_gradients(mid, c, plan, tol_db)
-    w = wr + plan.bin_advance[:b]
+    w = wr
+    w += plan.bin_advance[:b]
     t = np.zeros_like(w)
     if f > 1:
         np.cumsum(np.float32(0.5) * (w[:, 1:] + w[:, :-1]), axis=1, out=t[:, 1:])
@@ -174,25 +207,46 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
     offset = np.zeros((h, b))
     np.cumsum(d, axis=1, out=offset[:, 1:])
     phase = t + np.remainder(offset, 2.0 * np.pi).astype(np.float32)[:, None, :]
-    k = min(c.low_bins, b)
-    if k > 2:
-        mk = mid[:, :, :k]
-        g = np.zeros((h, f, k), dtype=np.float32)
-        np.cumsum(np.float32(0.5) * (gr[:, :, 1:k] + gr[:, :, : k - 1]) + np.float32(np.pi), axis=2, out=g[:, :, 1:])
-        idx = np.arange(k, dtype=np.int32)
-        ge_left = np.ones(mk.shape, dtype=bool)
-        ge_left[:, :, 1:] = mk[:, :, 1:] >= mk[:, :, :-1]
-        ge_right = np.ones(mk.shape, dtype=bool)
-        ge_right[:, :, :-1] = mk[:, :, :-1] >= mk[:, :, 1:]
-        peak = ge_left & ge_right
-        left_peak = np.maximum.accumulate(np.where(peak, idx, 0), axis=2)
-        right_peak = np.minimum.accumulate(np.where(peak, idx, k - 1)[:, :, ::-1], axis=2)[:, :, ::-1]
-        climb_right = np.zeros(mk.shape, dtype=bool)
-        climb_right[:, :, 1:-1] = mk[:, :, 2:] > mk[:, :, :-2]
-        climb_right[:, :, 0] = True
-        src = np.where(peak, idx, np.where(climb_right, right_peak, left_peak))
-        phase[:, :, :k] = np.take_along_axis(phase[:, :, :k] - g, src, axis=2) + g
-    return (np.cos(phase) + 1j * np.sin(phase)).astype(np.complex64)
+    # Lock every bin over the onset, the low bins over the rest.
+    n_attack = min(f, int(round(ONSET_LOCK_S * c.sample_rate / c.hop))) if ONSET_LOCK_S else 0
+    if n_attack:
+        _lock(phase[:, :n_attack], mid[:, :n_attack], gr[:, :n_attack], b)
+    if n_attack < f:
+        _lock(phase[:, n_attack:], mid[:, n_attack:], gr[:, n_attack:], min(c.low_bins, b))
+    return _cis(phase)
+
+
+def _lock(phase: np.ndarray, mid: np.ndarray, gr: np.ndarray, k: int) -> None:
+    """Phase locking in place over bins [0, k) of each frame: a bin takes the phase of the spectral peak whose
+    lobe it sits on (found by climbing towards the louder neighbour) plus the frequency integral of the phase
+    gradient from that peak."""
+    if k <= 2:
+        return
+    h, f = mid.shape[:2]
+    mk = mid[:, :, :k]
+    g = np.zeros((h, f, k), dtype=np.float32)
+    np.cumsum(np.float32(0.5) * (gr[:, :, 1:k] + gr[:, :, : k - 1]) + np.float32(np.pi), axis=2, out=g[:, :, 1:])
+    idx = np.arange(k, dtype=np.int32)
+    ge_left = np.ones(mk.shape, dtype=bool)
+    ge_left[:, :, 1:] = mk[:, :, 1:] >= mk[:, :, :-1]
+    ge_right = np.ones(mk.shape, dtype=bool)
+    ge_right[:, :, :-1] = mk[:, :, :-1] >= mk[:, :, 1:]
+    peak = ge_left & ge_right
+    left_peak = np.maximum.accumulate(np.where(peak, idx, 0), axis=2)
+    right_peak = np.minimum.accumulate(np.where(peak, idx, k - 1)[:, :, ::-1], axis=2)[:, :, ::-1]
+    climb_right = np.zeros(mk.shape, dtype=bool)
+    climb_right[:, :, 1:-1] = mk[:, :, 2:] > mk[:, :, :-2]
+    climb_right[:, :, 0] = True
+    src = np.where(peak, idx, np.where(climb_right, right_peak, left_peak))
+    phase[:, :, :k] = np.take_along_axis(phase[:, :, :k] - g, src, axis=2) + g
+
+
+def _cis(phase: np.ndarray) -> np.ndarray:
+    """exp(i * phase) as complex64, from float32 phases."""
+    out = np.empty(phase.shape, dtype=np.complex64)
+    np.cos(phase, out=out.real)
+    np.sin(phase, out=out.imag)
+    return out
 
 
 def pghi_heap_phase(mid: np.ndarray, contract: SpectralContract = DEFAULT_CONTRACT,
@@ -299,12 +353,14 @@ class Method:
     default_iterations: int  # 0: not iterative
     iterative: bool
     realtime: bool  # meant for live use (bounded, fast); False: offline/reference
+    refine_s: float | None = None  # FGLA refines the first refine_s seconds only (None: all frames)
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("pghi+fgla", "PGHI initial phase, then Fast Griffin-Lim (momentum 0.99)", 2, True, True),
+        Method("pghi+fgla", "PGHI, then Fast Griffin-Lim (momentum 0.99) over the attack", 2, True, True,
+               ATTACK_S),
         Method("pghi", "phase-gradient heap integration, vectorised (non-iterative)", 0, False, True),
         Method("fgla", "Fast Griffin-Lim (momentum 0.99) from a seeded random phase", 32, True, False),
         Method("rtisi-la", "real-time iterative spectrogram inversion with look-ahead (3 frames)", 2, True, False),
@@ -321,9 +377,9 @@ def _check(mag: np.ndarray, contract: SpectralContract) -> np.ndarray:
         raise ValueError(f"reconstruct: expected bin magnitudes (..., {', '.join(map(str, want))}), "
                          f"got shape {tuple(mag.shape)}")
     mag = mag.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(mag)):
+    if mag.size and not np.isfinite(mag.max()):  # max propagates NaN; +inf is the max; -inf fails below
         raise ValueError("reconstruct: magnitudes contain NaN or infinite values")
-    if np.any(mag < 0):
+    if mag.size and mag.min() < 0:
         raise ValueError("reconstruct: magnitudes must be non-negative (raw |STFT| from decode_magnitude)")
     return mag
 
@@ -337,11 +393,14 @@ def reconstruct(
     momentum: float = MOMENTUM,
     tol_db: float = PGHI_TOL_DB,
     lookahead: int = RTISI_LOOKAHEAD,
+    refine_s: float | None = None,
 ) -> np.ndarray:
     """Raw bin magnitudes (..., channels, frames, n_bins) -> float32 audio (..., channels, n_samples).
 
     ``iterations`` defaults to the method's own (``METHODS[method].default_iterations``); for ``pghi`` and
-    ``pghi-heap`` it must be 0 or None. Deterministic: the same input always gives the same output.
+    ``pghi-heap`` it must be 0 or None. ``refine_s``: FGLA refines only the phases of the first ``refine_s``
+    seconds (None: the method's own, ``inf``: every frame). Deterministic: the same input always gives the
+    same output.
     """
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(METHODS)})")
@@ -358,14 +417,17 @@ def reconstruct(
     if f == 0 or mag.shape[0] == 0:
         return out.reshape(*lead, contract.channels, contract.n_samples)
     plan = _plan(contract)
+    window_s = spec.refine_s if refine_s is None else refine_s
+    iter_frames = None if window_s is None or not np.isfinite(window_s) else max(
+        1, int(round(window_s * contract.sample_rate / contract.hop)))
     mag = np.ascontiguousarray(mag[:, :, :f])
-    mid = mag.mean(axis=1)
+    mid = (mag[:, 0] + mag[:, 1]) * np.float32(0.5) if mag.shape[1] == 2 else mag.mean(axis=1)
     if method == "fgla":
-        unit = _fgla(mid, contract, plan, its, plan.random_phase[:f], momentum)
+        unit = _fgla(mid, contract, plan, its, plan.random_phase[:f], momentum, iter_frames)
     elif method == "pghi":
         unit = _pghi(mid, contract, plan, tol_db)
     elif method == "pghi+fgla":
-        unit = _fgla(mid, contract, plan, its, _pghi(mid, contract, plan, tol_db), momentum)
+        unit = _fgla(mid, contract, plan, its, _pghi(mid, contract, plan, tol_db), momentum, iter_frames)
     elif method == "rtisi-la":
         unit = _rtisi_la(mid, contract, plan, its, lookahead)
     else:  # pghi-heap

@@ -183,8 +183,9 @@ class SpectralContract:
         t = _tables(self)
         rows_db = np.asarray(rows_db)
         low = rows_db[..., : self.low_bins]
-        if not self.bands:
-            return low.copy()
+        if not self.bands:  # no bands: the bins above low_bins are not represented, i.e. silent
+            rest = np.full((*low.shape[:-1], self.n_bins - self.low_bins), self.db_floor, dtype=rows_db.dtype)
+            return np.concatenate([low, rest], axis=-1)
         band = rows_db[..., self.low_bins :]
         high = band[..., t.i0] * t.w0.astype(rows_db.dtype, copy=False) + band[..., t.i1] * t.w1.astype(
             rows_db.dtype, copy=False

@@ -76,11 +76,15 @@ def random_params(rng: np.random.Generator, contract: SpectralContract = DEFAULT
 
 def _highpass(x: np.ndarray, rate: int, cutoff: float) -> np.ndarray:
     """One-pole high-pass along the last axis (removes DC and subsonic drift)."""
-    from scipy.signal import lfilter
-
     a = float(np.exp(-2.0 * np.pi * cutoff / rate))
-    # y[n] = a * (y[n-1] + x[n] - x[n-1])
-    return lfilter([a, -a], [1.0, -a], x, axis=-1)
+    # y[n] = a * (y[n-1] + x[n] - x[n-1]), applied in the frequency domain (numpy only). Zero-padding to at
+    # least twice the length keeps the circular wrap of the causal impulse response (it decays as a**n) far
+    # below float precision.
+    n = x.shape[-1]
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    zinv = np.exp(-2j * np.pi * np.fft.rfftfreq(size))
+    h = a * (1.0 - zinv) / (1.0 - a * zinv)
+    return np.fft.irfft(np.fft.rfft(x, size, axis=-1) * h, size, axis=-1)[..., :n]
 
 
 def render_kick(params: KickParams, contract: SpectralContract = DEFAULT_CONTRACT) -> np.ndarray:

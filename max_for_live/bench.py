@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from kickit.bridge.app import Bridge, BridgeOptions
     from kickit.bridge.oscmap import build
     from kickit.max_for_live import device
-    from kickit.max_for_live.check import osc_uses
+    from kickit.max_for_live.simulate import PatchRunner
     from pythonosc.osc_message import OscMessage
 
     from kickit.modelfile import ModelError, default_model_path
@@ -47,15 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if args.moves < 5:
         print("kickit bench daw: --moves must be at least 5", file=sys.stderr)
         return 2
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    port = client.getsockname()[1]
-    patch = device.build_patcher([f"knob {i + 1}" for i in range(device.N_KNOBS)], device_port=port)
-    uses = [u for u in osc_uses(patch) if u.direction == "out"]
-    connect = next(u for u in uses if u.address == "/kickit/connect")
-    knobs = [u for u in uses if u.address.startswith("/kickit/knob/")]
-    assert knobs and all(u.args == ("f",) for u in knobs), "the patch's knobs send one float"
-
     with tempfile.TemporaryDirectory(prefix="kickit-bench-daw-") as tmp:
         try:
             bridge = Bridge(BridgeOptions(model=Path(model), midi_in=None, osc_port=0, output="daw",
@@ -64,47 +55,54 @@ def run(args: argparse.Namespace) -> int:
         except (ModelError, OSError, ValueError) as e:
             print(f"kickit bench daw: {e}", file=sys.stderr)
             return 2
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            assert bridge.osc is not None
+            client.bind(("127.0.0.1", 0))
+            assert bridge.osc is not None and bridge.sink is not None
             target = ("127.0.0.1", bridge.osc.port)
-            client.settimeout(10.0)
+            patch = device.build_patcher([f"knob {i + 1}" for i in range(device.N_KNOBS)],
+                                         bridge_port=bridge.osc.port, device_port=client.getsockname()[1])
+            patcher = PatchRunner(patch)  # the device's own message logic drives the bridge
+            patcher.on_send = lambda msg: client.sendto(build(str(msg[0]), *msg[1:]), target)
 
-            def wait_ready(pad: int) -> None:
-                while True:
-                    msg = OscMessage(client.recvfrom(65536)[0])
-                    if msg.address == "/kickit/hit/ready" and msg.params[0] == pad:
-                        return
+            def deliver(timeout: float) -> tuple[str, list]:
+                client.settimeout(timeout)
+                msg = OscMessage(client.recvfrom(65536)[0])
+                patcher.receive(msg.address, list(msg.params))
+                return msg.address, list(msg.params)
 
-            client.sendto(build(connect.address, *connect.values), target)
-            bridge.sink.mode.flush(30.0)  # type: ignore[union-attr]
-            time.sleep(0.3)
-            client.settimeout(0.2)
+            patcher.load()  # registers with the bridge: knob names, model, all 16 hits come back
+            bridge.sink.mode.flush(30.0)  # type: ignore[attr-defined]
             try:
                 while True:
-                    client.recvfrom(65536)
+                    deliver(0.3)
             except TimeoutError:
                 pass
-            client.settimeout(10.0)
             rng = np.random.default_rng(0)
             times: list[float] = []
             for i in range(args.moves + 3):
-                u = knobs[i % len(knobs)]
                 value = float(np.round(rng.uniform(-1.0, 1.0), 4))
                 t0 = time.perf_counter()
-                client.sendto(build(u.address, value), target)
-                wait_ready(bridge.engine.selected)
+                patcher.turn(f"Knob {i % device.N_KNOBS + 1}", value)
+                while True:  # until the new file is in the pad's buffer~ (as far as the patch goes)
+                    address, params = deliver(10.0)
+                    if address == "/kickit/hit/ready" and params[0] == bridge.engine.selected:
+                        break
                 if i >= 3:  # warm-up moves not counted
                     times.append((time.perf_counter() - t0) * 1e3)
-            counters = bridge.sink.counters()  # type: ignore[union-attr]
+            counters = bridge.sink.counters()
             engine_status = bridge.engine.status()
             name = bridge.engine.source.name
+        except TimeoutError:
+            print("kickit bench daw: no /kickit/hit/ready from the bridge within 10 s", file=sys.stderr)
+            return 1
         finally:
             bridge.stop()
             client.close()
 
     body = (
-        f"Model `{name}`; bridge in DAW mode in-process (`kickit bridge --daw` assembly), client = the patch's "
-        f"knob messages over UDP; {len(times)} moves, one at a time.\n\n"
+        f"Model `{name}`; bridge in DAW mode in-process (`kickit bridge --daw` assembly), client = the "
+        f"device's patch (simulated message logic) turning its dials, over UDP; {len(times)} moves, one at a time.\n\n"
         "| measure | p50 | p95 | max |\n|---|---|---|---|\n"
         f"| knob OSC -> `/kickit/hit/ready` received (ms) | {_pctl(times, 50):.1f} | {_pctl(times, 95):.1f} "
         f"| {max(times):.1f} |\n\n"

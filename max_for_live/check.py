@@ -187,11 +187,21 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def check_structure(doc: dict[str, Any]) -> Iterator[str]:
+def check_structure(doc: dict[str, Any], where: str = "") -> Iterator[str]:
+    """Boxes and patch cords of a patcher and, recursively, of its subpatchers (``where`` prefixes those)."""
     body = doc.get("patcher")
     if not isinstance(body, dict):
-        yield 'patcher JSON must be {"patcher": {...}}'
+        yield f'{where}patcher JSON must be {{"patcher": {{...}}}}'
         return
+    for problem in _check_level(body):
+        yield where + problem
+    for entry in body.get("boxes") or []:
+        b = entry.get("box") if isinstance(entry, dict) else None
+        if isinstance(b, dict) and isinstance(b.get("patcher"), dict):
+            yield from check_structure({"patcher": b["patcher"]}, f"{where}in subpatcher {b.get('id')}: ")
+
+
+def _check_level(body: dict[str, Any]) -> Iterator[str]:
     raw_boxes, raw_lines = body.get("boxes"), body.get("lines", [])
     if not isinstance(raw_boxes, list) or not isinstance(raw_lines, list):
         yield "patcher 'boxes' and 'lines' must be lists"
@@ -246,6 +256,7 @@ def check_structure(doc: dict[str, Any]) -> Iterator[str]:
 
 def check_parameters(doc: dict[str, Any]) -> Iterator[str]:
     seen: dict[str, str] = {}
+    shorts: dict[str, str] = {}
     for b in _boxes(doc):
         if not b.get("parameter_enable"):
             continue
@@ -264,6 +275,10 @@ def check_parameters(doc: dict[str, Any]) -> Iterator[str]:
         seen[long_] = bid
         if not isinstance(short, str) or not short.strip():
             yield f"parameter {long_!r} ({bid}) has no parameter_shortname"
+        elif short in shorts:
+            yield f"parameter short name {short!r} is used by both {shorts[short]} and {bid} (names must be unique)"
+        else:
+            shorts[short] = bid
         lo, hi = valueof.get("parameter_mmin", 0.0), valueof.get("parameter_mmax", 127.0)
         if not (_num(lo) and _num(hi) and lo < hi):
             yield f"parameter {long_!r} ({bid}): range {lo}..{hi} is not a valid min < max"

@@ -26,10 +26,13 @@ Only the OSC addresses of docs/osc.md are used; ``kickit m4l check`` verifies th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from kickit.max_for_live.patcher import Box, Patcher
+
+log = logging.getLogger("kickit.m4l")
 
 N_KNOBS = 8
 N_PADS = 16
@@ -54,8 +57,8 @@ def default_knob_names() -> list[str]:
             model = load_model(path, probe=False)
             for i, k in enumerate(model.knobs[:N_KNOBS]):
                 names[i] = k.name
-    except Exception:  # noqa: BLE001 - no usable shipped model: keep the generic names
-        pass
+    except Exception as e:  # noqa: BLE001 - no usable shipped model: keep the generic names, say why
+        log.warning("knob names: the shipped model is not usable (%s); using 'knob 1..8'", e)
     return names
 
 
@@ -82,6 +85,17 @@ def _check_names(names: Sequence[str]) -> list[str]:
     if len(set(out)) != len(out):
         raise ValueError(f"knob names must be unique: {out}")
     return out
+
+
+def _check_unique_parameters(p: Patcher) -> None:
+    for key, what in (("parameter_longname", "name"), ("parameter_shortname", "short name")):
+        seen: set[str] = set()
+        for b in p.boxes:
+            if b["box"].get("parameter_enable"):
+                name = b["box"]["saved_attribute_attributes"]["valueof"][key]
+                if name in seen:
+                    raise ValueError(f"two controls would have the parameter {what} {name!r}: rename the knob")
+                seen.add(name)
 
 
 def build_patcher(
@@ -127,8 +141,9 @@ def build_patcher(
     p.connect(gate[1], connect)
     p.newline()
     status_line = p.add("comment", f"kickit: looking for the bridge on {addr}", width=300.0,
-                        presentation=[8.0, 148.0, 300.0, 18.0])
-    model_line = p.add("comment", "model: (not connected)", width=220.0, presentation=[8.0, 4.0, 300.0, 18.0])
+                        presentation=[8.0, 148.0, 300.0, 18.0], varname="status line")
+    model_line = p.add("comment", "model: (not connected)", width=220.0, presentation=[8.0, 4.0, 300.0, 18.0],
+                       varname="model line")
     alive = p.obj("t b a")  # any message from the bridge: it is alive; then route it
     stop = p.msg("stop")
     set_connected = p.msg("1")
@@ -209,8 +224,7 @@ def build_patcher(
     pad_box = p.add("live.numbox", width=44.0, height=15.0, presentation=[8.0, 118.0, 44.0, 15.0],
                     **_param("Pad", "Pad", 1, parameter_mmin=0.0, parameter_mmax=float(N_PADS - 1),
                              parameter_initial=[0], parameter_initial_enable=1, parameter_unitstyle=0))
-    pad_label = p.add("comment", "pad", width=40.0, presentation=[8.0, 102.0, 40.0, 18.0])
-    del pad_label
+    p.add("comment", "pad", width=40.0, presentation=[8.0, 102.0, 40.0, 18.0])
     pad_hold = p.obj("t i i")
     current_pad = p.obj("i")
     select_fmt = p.obj("sprintf /kickit/pad/%ld/select")
@@ -239,7 +253,7 @@ def build_patcher(
         p.newline()
         return bang
 
-    pad_button("New kick", "New kick", "/kickit/pad/%ld/new", 60.0)
+    new_kick = pad_button("New kick", "New kick", "/kickit/pad/%ld/new", 60.0)
     store = pad_button("Store", "Store", "/kickit/pad/%ld/store", 122.0)
     randomize = p.add("live.text", text="Randomize", width=64.0, height=15.0,
                       presentation=[184.0, 118.0, 64.0, 15.0], mode=0,
@@ -288,11 +302,13 @@ def build_patcher(
         p.connect(random_bang[0], rnd)
         p.connect(rnd[0], scale)
         p.connect(scale[0], dial)
-        zero = p.msg("set 0.")  # Store bakes the offsets into the pad: the knobs read 0 again
+        zero = p.msg("set 0.")  # Store bakes the offsets into the pad, New starts over: the knobs read 0 again
         p.connect(store[0], zero)
+        p.connect(new_kick[0], zero)
         p.connect(zero[0], dial)
         p.newline()
 
+    _check_unique_parameters(p)
     parameters = {
         b["box"]["id"]: [
             b["box"]["saved_attribute_attributes"]["valueof"]["parameter_longname"],

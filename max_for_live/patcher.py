@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# object class (first word of a newobj's text, or a UI maxclass) -> (numinlets, numoutlets, outlettype)
+# object class (first word of a newobj's text, or a UI maxclass) -> (numinlets, numoutlets, outlettype), as
+# Max 8/9 save them (checked against patchers saved by Max)
 # A callable computes the counts from the arguments (route, trigger, unpack, sprintf...).
 ObjSpec = tuple[int, int, list[str]]
 
 
 def _route(args: list[str]) -> ObjSpec:
-    n = max(1, len(args))
-    return 2, n + 1, [""] * (n + 1)
+    n = max(1, len(args))  # Max 8+: one inlet per argument (to change it) besides the left one
+    return n + 1, n + 1, [""] * (n + 1)
 
 
 def _trigger(args: list[str]) -> ObjSpec:
@@ -28,7 +29,7 @@ def _trigger(args: list[str]) -> ObjSpec:
 
 def _select(args: list[str]) -> ObjSpec:
     n = max(1, len(args))
-    return 2, n + 1, ["bang"] * n + [""]
+    return n + 1, n + 1, ["bang"] * n + [""]
 
 
 def _unpack(args: list[str]) -> ObjSpec:
@@ -49,7 +50,7 @@ def _sprintf(args: list[str]) -> ObjSpec:
 
 def _play(args: list[str]) -> ObjSpec:
     ch = int(args[1]) if len(args) > 1 and args[1].isdigit() else 1
-    return 2, ch + 1, ["signal"] * ch + ["bang"]
+    return 1, ch + 1, ["signal"] * ch + ["bang"]
 
 
 OBJECTS: dict[str, Any] = {
@@ -81,7 +82,7 @@ OBJECTS: dict[str, Any] = {
     "buffer~": (1, 2, ["float", "bang"]),
     "play~": _play,
     "*~": (2, 1, ["signal"]),
-    "plugout~": (2, 0, []),
+    "plugout~": (2, 2, ["signal", "signal"]),
     "live.thisdevice": (1, 3, ["bang", "int", "int"]),
     # UI maxclasses
     "message": (2, 1, [""]),

@@ -49,7 +49,7 @@ def real_snare_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def bad_audio_paths() -> dict[str, Path]:
-    """Bad files by kind: empty, truncated, header_only, garbage, nan, notes (text), silent."""
+    """Bad files by kind: empty, truncated, truncated_data, header_only, garbage, nan, notes (text), silent."""
     return {p.stem: p for p in sorted((DATA / "bad").iterdir()) if p.is_file()}
 
 

@@ -27,6 +27,17 @@ class JackUnavailable(RuntimeError):
     """jackd is not installed or did not start (the message says which, with its log)."""
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies (a crashed test run leaves none)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _ready(name: str) -> bool:
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
     try:
@@ -59,7 +70,8 @@ class JackServer:
         cmd = [jackd, "-n", self.name, *(["--realtime"] if self.realtime else ["--no-realtime"]),
                "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
         with os.fdopen(fd, "wb") as fh:
-            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -15,6 +15,7 @@ from kickit.spectral import SpectralContract
 BAD_REASONS = {
     "empty": "empty file (0 bytes)",
     "truncated": "not readable as audio",
+    "truncated_data": "truncated: the header promises 39404 bytes of audio, the file holds 13105",
     "header_only": "no audio frames",
     "garbage": "not readable as audio (Format not recognised)",
     "nan": "contains NaN or infinite samples",
@@ -133,3 +134,13 @@ def test_write_wav_is_24_bit_and_round_trips(tmp_path: Path, contract: SpectralC
     with pytest.raises(AudioError, match="NaN"):
         write_wav(tmp_path / "bad.wav", np.full((2, 10), np.nan), contract.sample_rate)
     assert not (tmp_path / "bad.wav").exists()
+
+
+def test_truncation_rule() -> None:
+    from kickit.audio import _truncation
+
+    assert _truncation("data : 39404 (should be 13105)").startswith("truncated: the header promises 39404")
+    assert _truncation("SSND : 5000 (should be 100)") is not None
+    assert _truncation("data : 4294967295 (should be 13105)") is None  # never-finalised streaming header
+    assert _truncation("data : 0 (should be 13105)") is None
+    assert _truncation("*** 'data' chunk should be an even number of bytes in length.") is None

@@ -297,3 +297,27 @@ def test_status_panel_text() -> None:
     assert "m.onnx" in text and "> 1:37F" in text and " 2:38H?" in text and "punch +0.50" in text
     assert "xruns 3" in text and "OSC 4" in text and "last error: boom" in text
     assert "xruns 3" in format_line(s)
+
+
+def test_status_panel_redraws_in_place_on_a_tty_and_logs_otherwise(caplog: pytest.LogCaptureFixture) -> None:
+    import io
+    import logging
+
+    from kickit.bridge.status import StatusPanel
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    s = {"model": "m.onnx", "pads": [], "knobs": [0.0] * 8, "voices": 1}
+    out = Tty()
+    panel = StatusPanel(lambda: s, out)
+    panel.draw()
+    n = out.getvalue().count("\n")
+    panel.draw()
+    text = out.getvalue()
+    assert panel.tty and f"\x1b[{n}F" in text and text.count("\x1b[2K") == 2 * n
+    plain = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="kickit.bridge"):
+        StatusPanel(lambda: s, plain).draw()
+    assert plain.getvalue() == "" and "voices 1" in caplog.text

@@ -1,9 +1,10 @@
-"""End to end: the bridge in DAW mode (real engine, real model, real OSC server on UDP) and a client that
-speaks exactly the OSC messages the Max for Live patch sends and expects.
+"""End to end: the bridge in DAW mode (real engine, real model, real OSC server on UDP) and the Max for Live
+device's own patch, run message by message (kickit.max_for_live.simulate) on the other end of the socket.
 
-Live cannot run here, so this client is the stand-in for the device: every message it sends is derived from
-the patch source (max_for_live/device.py, through the checker's osc_uses), and the test fails if the patch
-sends an address this test does not exercise, or if the bridge drops one of them.
+Live cannot run here, so the patch's control logic stands in for it: the test plays notes into its
+``notein``, turns its dials, clicks its buttons; whatever reaches its ``udpsend`` goes to the bridge over UDP,
+and the bridge's replies go into its ``udpreceive``. The buffers it loads must hold exactly the bridge's hits.
+A wrong cord, a wrong sprintf format or an address the bridge does not handle fails this test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,78 +25,60 @@ from kickit.bridge.engine import Engine
 from kickit.bridge.oscmap import build
 from kickit.bridge.pads import PAD_COUNT
 from kickit.max_for_live import device
-from kickit.max_for_live.check import OscUse, normalise, osc_uses
+from kickit.max_for_live.check import normalise, osc_uses
+from kickit.max_for_live.simulate import PatchRunner
 from pythonosc.osc_message import OscMessage
 
 TIMEOUT = 30.0
 
 
 class Device:
-    """The device's side of the OSC exchange: a UDP socket, messages built from the patch's OscUses."""
+    """The kickit patch, simulated, wired to a real UDP socket on its udpreceive port."""
 
-    def __init__(self) -> None:
+    def __init__(self, bridge_port: int, knob_names: list[str] | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.patch = device.build_patcher([f"k{i}" for i in range(8)], device_port=self.port)
-        self.uses = osc_uses(self.patch)
-        self.sent: set[str] = set()
-        self.inbox: list[tuple[str, list[Any]]] = []
-        self.bridge: tuple[str, int] | None = None
+        names = knob_names or [f"knob {i + 1}" for i in range(8)]
+        self.patch = device.build_patcher(names, bridge_port=bridge_port, device_port=self.port)
+        self.runner = PatchRunner(self.patch)
+        (udpsend,) = self.runner.newobj("udpsend")
+        self.bridge = (udpsend.words[1], int(udpsend.words[2]))  # where the patch sends: from the patch
+        self.runner.on_send = self._send
+        self.received: list[tuple[str, list[Any]]] = []
 
-    def use(self, template: str) -> OscUse:
-        (u,) = [u for u in self.uses if u.direction == "out" and u.address == template]
-        return u
+    def _send(self, msg: list[Any]) -> None:
+        self.sock.sendto(build(str(msg[0]), *msg[1:]), self.bridge)
 
-    def send(self, template: str, *fill: int, args: tuple[Any, ...] = ()) -> None:
-        """Send the patch's message ``template`` with its ``{}`` filled by ``fill`` and its run-time
-        arguments ``args``, typed as the patch types them (its constants are sent as written)."""
-        u = self.use(template)
-        address = u.address.format(*fill)
-        values, it = [], iter(args)
-        for kind, const in zip(u.args, u.values, strict=True):
-            v = const if const is not None else next(it)
-            assert {"i": int, "f": float, "s": str}[kind] is type(v), f"{template}: {v!r} is not OSC type {kind}"
-            values.append(v)
-        assert next(it, None) is None, f"{template} takes {len(u.args)} arguments"
-        assert self.bridge is not None
-        self.sock.sendto(build(address, *values), self.bridge)
-        self.sent.add(u.address)
-
-    def receive(self, address: str, count: int = 1, timeout: float = TIMEOUT, **match: Any) -> list[list[Any]]:
-        """Wait for ``count`` messages with ``address`` (and, with pad=N, first argument N)."""
-        assert any(u.direction == "in" and u.address == address for u in self.uses), \
-            f"the patch does not route {address}"
+    def pump(self, until: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
+        """Deliver the bridge's datagrams to the patch until ``until()`` holds."""
         deadline = time.monotonic() + timeout
-        found: list[list[Any]] = []
-        while True:
-            for item in list(self.inbox):
-                a, args = item
-                if a == address and ("pad" not in match or args[0] == match["pad"]):
-                    found.append(args)
-                    self.inbox.remove(item)
-                    if len(found) == count:
-                        return found
+        while not until():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {count} x {address} {match} within {timeout} s (got {found})")
-            self.sock.settimeout(left)
+                raise AssertionError(f"timed out waiting for {what or until}; received {self.received[-5:]}")
+            self.sock.settimeout(min(left, 0.5))
             try:
                 data, _ = self.sock.recvfrom(65536)
             except TimeoutError:
                 continue
             msg = OscMessage(data)
-            self.inbox.append((msg.address, list(msg.params)))
+            self.received.append((msg.address, list(msg.params)))
+            self.runner.receive(msg.address, list(msg.params))
 
     def drain(self, quiet: float = 0.3) -> None:
-        """Forget everything received so far, including what is still in flight."""
+        """Deliver everything still in flight (until the socket is quiet)."""
         self.sock.settimeout(quiet)
         try:
             while True:
-                self.sock.recvfrom(65536)
+                msg = OscMessage(self.sock.recvfrom(65536)[0])
+                self.received.append((msg.address, list(msg.params)))
+                self.runner.receive(msg.address, list(msg.params))
         except TimeoutError:
             pass
-        self.inbox.clear()
+
+    def buffer(self, pad: int) -> str | None:
+        return self.runner.loaded.get(f"---kickit_pad{pad}")
 
     def close(self) -> None:
         self.sock.close()
@@ -124,102 +108,144 @@ def current(engine: Engine, pad: int) -> np.ndarray:
     return layers[-1]
 
 
+def settle(engine: Engine, sink: daw.DawSink, dev: Device) -> None:
+    assert engine.wait_ready(TIMEOUT) and sink.mode.flush(TIMEOUT)
+    dev.drain()
+
+
 def test_device_and_bridge_in_daw_mode(bridge, tmp_path: Path) -> None:
     engine, server, sink = bridge
-    dev = Device()
-    dev.bridge = ("127.0.0.1", server.port)
+    dev = Device(server.port)
+    run = dev.runner
     played: list[tuple[int, np.ndarray]] = []
     engine.add_trigger_listener(lambda pad, h, gain: played.append((pad, h)))
     try:
-        # connect: the patch registers its udpreceive port; the bridge answers with names, model, all hits
-        dev.send("/kickit/connect")
-        names = dev.receive("/kickit/knob/names")[0]
-        assert names == [k.name for k in engine.source.knobs][:8]
-        assert dev.receive("/kickit/model")[0] == [engine.source.name]
-        assert engine.wait_ready(TIMEOUT) and sink.mode.flush(TIMEOUT)
-        ready = {args[0]: args[1] for args in dev.receive("/kickit/hit/ready", count=PAD_COUNT)}
-        assert sorted(ready) == list(range(PAD_COUNT))
-        for pad, path in ready.items():
-            assert Path(path).is_absolute() and Path(path).parent == (tmp_path / "daw").resolve()
-            assert np.array_equal(wav(path), current(engine, pad)), f"pad {pad}: file != the bridge's hit"
-        assert sink.mode.flush(TIMEOUT)
-        dev.drain()  # the announcements of the start-up files may arrive twice (written, then resent)
+        # Live loads the device: it registers its port; the bridge answers with names, model and all hits
+        run.load()
+        dev.pump(lambda: all(dev.buffer(p) for p in range(PAD_COUNT)), what="16 buffers loaded")
+        settle(engine, sink, dev)
+        for pad in range(PAD_COUNT):
+            path = dev.buffer(pad)
+            assert path and Path(path).is_absolute() and Path(path).parent == (tmp_path / "daw").resolve()
+            assert np.array_equal(wav(path), current(engine, pad)), f"pad {pad}: buffer != the bridge's hit"
+        names = [k.name for k in engine.source.knobs][:8]
+        assert [run.text_of(f"label {i + 1}") for i in range(len(names))] == names
+        assert run.text_of("model line") == f"model: {engine.source.name}"
+        assert run.text_of("status line").startswith("connected to the bridge")
 
-        # the status ping the patch sends every 2 s
-        dev.send("/kickit/status")
-        status = json.loads(dev.receive("/kickit/status")[0][0])
+        # the 2 s ping while connected is a status request; the reply keeps the status line "connected"
+        run.tick()
+        dev.pump(lambda: any(a == "/kickit/status" for a, _ in dev.received), what="status reply")
+        status = json.loads(next(args[0] for a, args in dev.received if a == "/kickit/status"))
         assert status["model"] == engine.source.name
 
-        # a knob move (live.dial -> float) re-renders the selected pad (0) and announces the new file
-        before = np.array(current(engine, 0))
-        dev.sock.sendto(b"", dev.bridge)  # an empty datagram is dropped, the next message still works
-        knobs = [u.address for u in dev.uses if u.direction == "out" and normalise(u.address) == "/kickit/knob/*"]
-        assert knobs == [f"/kickit/knob/{i}" for i in range(8)], "one live.dial per knob, in order"
-        dev.send(knobs[3], args=(0.75,))
-        (args,) = dev.receive("/kickit/hit/ready", pad=0)
+        # a dial (Live parameter) edits the selected pad (0): a new file lands in pad 0's buffer
+        before, old = dev.buffer(0), np.array(current(engine, 0))
+        run.turn("Knob 4", 0.75)
+        dev.pump(lambda: dev.buffer(0) != before, what="pad 0 reloaded")
+        settle(engine, sink, dev)
         assert engine.pads[0].knobs[3] == pytest.approx(0.75)
-        assert np.array_equal(wav(args[1]), current(engine, 0))
-        assert not np.array_equal(wav(args[1]), before), "the knob changed the hit"
+        assert np.array_equal(wav(dev.buffer(0)), current(engine, 0))
+        assert not np.array_equal(current(engine, 0), old), "the knob changed the kick"
 
-        # select another pad (live.numbox) and move a knob: the change goes to that pad
-        dev.send("/kickit/pad/{}/select", 5)
-        dev.send(knobs[0], args=(-0.5,))
-        (args,) = dev.receive("/kickit/hit/ready", pad=5)
+        # the Pad parameter selects pad 5; the dials now edit it
+        run.turn("Pad", 5)
+        before = dev.buffer(5)
+        run.turn("Knob 1", -0.5)
+        dev.pump(lambda: dev.buffer(5) != before, what="pad 5 reloaded")
+        settle(engine, sink, dev)
         assert engine.selected == 5 and engine.pads[5].knobs[0] == pytest.approx(-0.5)
-        assert np.array_equal(wav(args[1]), current(engine, 5))
+        assert np.array_equal(wav(dev.buffer(5)), current(engine, 5))
 
-        # Store: knob offsets baked into the latent, knobs back to 0
-        dev.send("/kickit/pad/{}/store", 5)
+        # Store: offsets baked into the pad, the bridge's knobs and the device's dials back to 0
+        run.click("Store")
         deadline = time.monotonic() + TIMEOUT
         while any(engine.pads[5].knobs) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not any(engine.pads[5].knobs)
-        assert engine.wait_ready(TIMEOUT) and sink.mode.flush(TIMEOUT)
-        dev.drain()
+        assert run.parameter("Knob 1").state["value"] == 0.0
+        settle(engine, sink, dev)
 
-        # New kick: a new latent for the pad, a new file
+        # New kick: a new kick on pad 5, loaded into its buffer
         old = np.array(current(engine, 5))
-        dev.send("/kickit/pad/{}/new", 5)
-        (args,) = dev.receive("/kickit/hit/ready", pad=5)
-        assert np.array_equal(wav(args[1]), current(engine, 5)) and not np.array_equal(wav(args[1]), old)
+        before = dev.buffer(5)
+        run.click("New kick")
+        dev.pump(lambda: dev.buffer(5) != before, what="pad 5 new kick")
+        settle(engine, sink, dev)
+        assert np.array_equal(wav(dev.buffer(5)), current(engine, 5))
+        assert not np.array_equal(current(engine, 5), old)
 
-        # a note on the track: stripnote -> pad -> trigger with the MIDI velocity (int 1..127)
-        dev.send("/kickit/pad/{}/trigger", 5, args=(100,))
+        # a note on the track (F1 = 41 -> pad 5): the buffer plays in Live at once and the bridge is told
+        run.note(41, 100)
+        assert run.played[-1] == ("---kickit_pad5", ["start"])
+        assert run.gains("---kickit_pad5") == [pytest.approx(100 / 127)] * 2
         deadline = time.monotonic() + TIMEOUT
         while not played and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert played and played[-1][0] == 5
+        assert [p for p, _ in played] == [5]
+        sent = len(run.sent)
+        run.note(30, 100)  # below pad 0: ignored, nothing sent, nothing played
+        run.note(41, 0)  # note-off: stripnote drops it
+        assert len(run.sent) == sent
 
-        # pad mode menu -> fresh: each trigger's new variation becomes the pad's file for the next note
-        dev.send("/kickit/pad/{}/mode", 5, args=("fresh",))
+        # the mode menu -> fresh: each played hit's new variation becomes the buffer for the next note
+        run.turn("Pad mode", 1)
         deadline = time.monotonic() + TIMEOUT
         while engine.pads[5].mode != "fresh" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert engine.wait_ready(TIMEOUT) and sink.mode.flush(TIMEOUT)
-        dev.drain()
+        settle(engine, sink, dev)
         played.clear()
-        dev.send("/kickit/pad/{}/trigger", 5, args=(64,))
-        (args,) = dev.receive("/kickit/hit/ready", pad=5)
-        assert played and np.array_equal(wav(args[1]), played[-1][1])
-        dev.send("/kickit/pad/{}/mode", 5, args=("hold",))
+        before = dev.buffer(5)
+        run.note(41, 64)
+        dev.pump(lambda: dev.buffer(5) != before, what="fresh variation loaded")
+        assert played and np.array_equal(wav(dev.buffer(5)), played[-1][1])
+        run.turn("Pad mode", 0)
 
-        # nothing the patch sent was dropped, and the patch sends nothing this test did not exercise
-        assert sink.mode.flush(TIMEOUT)
-        assert server.dropped == 1, "only the empty datagram is dropped"
-        patch_out = {u.address for u in dev.uses if u.direction == "out"}
-        missing = patch_out - dev.sent - set(knobs)  # the eight knob addresses are one kind of message
-        assert not missing, f"the patch sends addresses this test does not exercise: {sorted(missing)}"
-        patch_in = {u.address for u in dev.uses if u.direction == "in"}
-        assert patch_in == {"/kickit/hit/ready", "/kickit/knob/names", "/kickit/model", "/kickit/status"}
+        # Randomize: eight dial moves, one re-render (coalesced) of pad 5
+        before = dev.buffer(5)
+        run.click("Randomize")
+        dev.pump(lambda: dev.buffer(5) != before, what="randomized pad 5")
+        settle(engine, sink, dev)
+        knob_values = [run.parameter(f"Knob {i + 1}").state["value"] for i in range(8)]
+        assert engine.pads[5].knobs == pytest.approx(knob_values, abs=1e-6)
+        assert np.array_equal(wav(dev.buffer(5)), current(engine, 5))
+
+        # nothing the patch sent was dropped, and every kind of message the patch can send was sent
+        assert server.dropped == 0
+        sent_kinds = {normalise(str(m[0])) for m in run.sent}
+        patch_kinds = {normalise(u.address) for u in osc_uses(dev.patch) if u.direction == "out"}
+        assert patch_kinds == sent_kinds, f"not exercised: {sorted(patch_kinds - sent_kinds)}"
+        received_kinds = {a for a, _ in dev.received}
+        assert received_kinds == {u.address for u in osc_uses(dev.patch) if u.direction == "in"}
 
         # old versions are cleaned up: at most the current and the previous file per pad
         files = sorted(p.name for p in (tmp_path / "daw").iterdir())
-        per_pad = {}
+        per_pad: dict[str, int] = {}
         for f in files:
             per_pad[f[:5]] = per_pad.get(f[:5], 0) + 1
         assert max(per_pad.values()) <= 2 and not [f for f in files if f.endswith(".tmp")]
     finally:
         dev.close()
+
+
+def test_device_notices_a_silent_bridge() -> None:
+    """No bridge on the port: the ping times out, the status line says so, the next ping re-sends connect."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    dev = Device(port)
+    try:
+        run = dev.runner
+        run.load()
+        assert run.sent == [["/kickit/connect", dev.port]]
+        run.tick()
+        assert run.sent[-1] == ["/kickit/connect", dev.port], "not connected yet: the ping registers again"
+        run.timeout()
+        assert run.text_of("status line") == f"bridge not answering on 127.0.0.1:{port} (start: kickit bridge --daw)"
+        assert probe.recvfrom(65536)[0] == build("/kickit/connect", dev.port), "the real datagram went out"
+    finally:
+        dev.close()
+        probe.close()
 
 
 def test_cli_bridge_daw_mode(tiny_model_path: Path, tmp_path: Path) -> None:
@@ -239,18 +265,17 @@ def test_cli_bridge_daw_mode(tiny_model_path: Path, tmp_path: Path) -> None:
         [sys.executable, "-m", "kickit.cli", "bridge", "--daw", str(folder), "--model", str(tiny_model_path),
          "--midi-in", "none", "--osc-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    dev = Device()
-    dev.bridge = ("127.0.0.1", port)
+    dev = Device(port)
     try:
         deadline = time.monotonic() + 60
         while len(list(folder.glob("pad*.wav"))) < PAD_COUNT and proc.poll() is None:
             assert time.monotonic() < deadline, "no hit files after 60 s"
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[0]
-        dev.send("/kickit/connect")
-        ready = {a[0]: a[1] for a in dev.receive("/kickit/hit/ready", count=PAD_COUNT)}
-        assert sorted(ready) == list(range(PAD_COUNT)) and all(Path(p).is_file() for p in ready.values())
-        assert wav(ready[0]).shape[0] == 2
+        dev.runner.load()
+        dev.pump(lambda: all(dev.buffer(p) for p in range(PAD_COUNT)), timeout=60, what="16 buffers loaded")
+        assert all(Path(dev.buffer(p)).is_file() for p in range(PAD_COUNT))
+        assert wav(dev.buffer(0)).shape[0] == 2
     finally:
         dev.close()
         if proc.poll() is None:
@@ -259,3 +284,14 @@ def test_cli_bridge_daw_mode(tiny_model_path: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "DAW mode" in out
     assert not list(folder.glob("pad*.wav")), "the bridge removes its hit files when it stops"
+
+
+def test_cli_daw_folder_is_a_file(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kickit.cli import main
+
+    f = tmp_path / "not-a-folder"
+    f.write_text("x")
+    rc = main(["bridge", "--daw", str(f), "--model", str(tiny_model_path), "--midi-in", "none", "--osc-port", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"{f.resolve()}: the DAW folder is a file, not a folder" in err

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 
 import pytest
+from jackserver import JackServer
 
 from kickit.devices import AudioDevice, DeviceReport, MidiPorts, format_report, midi_apis
 
@@ -79,3 +81,24 @@ def test_midi_apis_per_platform() -> None:
     assert [label for _, label in midi_apis("linux")] == ["ALSA", "JACK"]
     assert midi_apis("win32")[0][0] == "WINDOWS_MM"
     assert midi_apis("plan9") == []
+
+
+@pytest.mark.jack
+def test_in_process_refresh_sees_a_server_started_after_import() -> None:
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not installed")
+    import sounddevice as sd  # imported (PortAudio initialised) before the server starts
+
+    from kickit.devices import probe
+
+    server = JackServer().start()
+    try:
+        rep = probe(refresh=True)
+        assert rep.audio_error is None
+        assert any(d.hostapi.startswith("JACK") and d.outputs >= 2 for d in rep.audio)
+    finally:
+        # PortAudio lets go of the server while it still runs (it asserts if the server vanishes under it),
+        # then comes back without it
+        sd._terminate()
+        server.stop()
+        sd._initialize()

@@ -110,3 +110,86 @@ def test_nearest_distances_match_brute_force() -> None:
     np.testing.assert_allclose(dist, brute.min(axis=1), atol=1e-9)
     d0, _ = frechet.nearest_distances(y[:4], y)
     np.testing.assert_allclose(d0, 0.0, atol=1e-6)
+
+
+def test_standardiser_floor() -> None:
+    ref = np.column_stack([np.linspace(0, 10, 50), np.full(50, 3.0) + np.linspace(0, 1e-9, 50)])
+    st = frechet.Standardiser.fit(ref, floor=np.array([0.5, 0.01]))
+    assert st.scale[0] == pytest.approx(ref[:, 0].std(ddof=1))
+    assert st.scale[1] == 0.01
+    with pytest.raises(ValueError, match="floor"):
+        frechet.Standardiser.fit(ref, floor=np.array([0.5]))
+
+
+def test_matched_size_has_the_small_sample_bias_of_real_vs_real() -> None:
+    rng = np.random.default_rng(9)
+    real = rng.normal(size=(24, 6))
+    same = rng.normal(size=(500, 6))
+    far = rng.normal(size=(500, 6)) + 2.0
+    rvr = frechet.real_vs_real(real, np.random.default_rng(0), splits=50)
+    m_same = frechet.matched_size(same, real, np.random.default_rng(0), splits=50)
+    m_far = frechet.matched_size(far, real, np.random.default_rng(0), splits=50)
+    assert m_same.half_size == rvr.half_size == 12
+    assert 0.6 < m_same.mean / rvr.mean < 1.6  # same distribution, same sample sizes: comparable figures
+    assert m_far.mean > rvr.mean + 6 * 4.0 * 0.8  # |shift|^2 = 24 on top of the bias
+    # with all 500 generated hits the same-distribution figure has much less small-sample bias
+    assert frechet.frechet_distance(same, real) < m_same.mean
+    with pytest.raises(ValueError, match="too few"):
+        frechet.matched_size(same[:3], real, np.random.default_rng(0))
+
+
+def test_kit_split_keeps_kits_whole_and_balances_hits() -> None:
+    sizes = [12, 8, 5, 5, 5, 4, 4, 4, 4, 3, 2, 1, 1]
+    kits = np.repeat([f"k{i}" for i in range(len(sizes))], sizes)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        side = frechet.kit_split(kits, rng)
+        for k in np.unique(kits):
+            assert len(set(side[kits == k])) == 1, f"kit {k} split across halves"
+        assert abs(int(side.sum()) - int((~side).sum())) <= max(sizes)
+        seen.add(tuple(side))
+    assert len(seen) > 10  # random splits, not one fixed split
+    small = frechet.kit_split(kits, np.random.default_rng(1), fraction=0.25)
+    assert 0 < small.sum() < len(kits) and abs(small.sum() - 0.25 * len(kits)) <= max(sizes)
+    with pytest.raises(ValueError, match="at least 2 kits"):
+        frechet.kit_split(np.array(["a", "a"]), rng)
+    with pytest.raises(ValueError, match="fraction"):
+        frechet.kit_split(kits, rng, fraction=1.0)
+
+
+def test_kit_split_growing_kits_leaves_both_sides_a_kit() -> None:
+    kits = np.repeat(["a", "b", "c", "d"], [1, 2, 4, 8])
+    for seed in range(20):
+        side = frechet.kit_split(kits, np.random.default_rng(seed), fraction=0.9)
+        assert side.any() and not side.all()
+
+
+def test_real_vs_real_with_kits_uses_kit_disjoint_halves() -> None:
+    # 30 tight kits of 4 layers: random halves share kits (tiny distance), kit-disjoint halves do not
+    rng = np.random.default_rng(10)
+    centres = rng.normal(size=(30, 4))
+    x = np.repeat(centres, 4, axis=0) + 0.02 * rng.normal(size=(120, 4))
+    kits = np.repeat(np.arange(30), 4)
+    by_kit = frechet.real_vs_real(x, np.random.default_rng(0), splits=30, kits=kits)
+    random = frechet.real_vs_real(x, np.random.default_rng(0), splits=30)
+    assert by_kit.method == frechet.KIT_HALVES and by_kit.kits == 30 and 56 <= by_kit.half_size <= 60
+    assert random.method == frechet.RANDOM_HALVES and random.kits == 0 and random.half_size == 60
+    assert by_kit.mean > 3 * random.mean
+    assert by_kit == frechet.real_vs_real(x, np.random.default_rng(0), splits=30, kits=kits)  # seeded
+    few = frechet.real_vs_real(x, np.random.default_rng(0), splits=30, kits=kits % 3)  # 3 kits: fallback
+    assert few.method == frechet.RANDOM_HALVES and few.kits == 3 and few.mean == pytest.approx(random.mean)
+    with pytest.raises(ValueError, match="kit labels"):
+        frechet.real_vs_real(x, np.random.default_rng(0), kits=kits[:10])
+
+
+def test_kit_holdout_matches_the_held_out_size() -> None:
+    rng = np.random.default_rng(11)
+    x = np.repeat(rng.normal(size=(30, 4)), 4, axis=0) + 0.02 * rng.normal(size=(120, 4))
+    kits = np.repeat(np.arange(30), 4)
+    fig = frechet.kit_holdout(x, kits, 24, np.random.default_rng(0), splits=20)
+    assert fig.half_size == 24 and fig.method == frechet.KIT_HALVES
+    halves = frechet.real_vs_real(x, np.random.default_rng(0), splits=20, kits=kits)
+    assert fig.mean > halves.mean  # a smaller held-out side: more small-sample bias
+    with pytest.raises(ValueError, match="too few"):
+        frechet.kit_holdout(x, kits % 3, 24, np.random.default_rng(0))

@@ -287,13 +287,59 @@ def test_knobs_are_orthonormal_ordered_and_measured() -> None:
 
     knobs = compute_knobs(ToyG(), C, LATENT, n=64, bases=2, steps=5, describe=describe)
     assert len(knobs) == 8
+    again = compute_knobs(ToyG(), C, LATENT, n=64, bases=2, steps=5, describe=describe)  # deterministic
+    assert [k.name for k in again] == [k.name for k in knobs]
+    assert all(np.array_equal(a.direction, b.direction) and a.effect == b.effect for a, b in zip(again, knobs, strict=True))
     d = np.stack([k.direction for k in knobs])
     np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-5)
     change = [k.effect["sound_change_db_per_step"] for k in knobs]
     assert change == sorted(change, reverse=True) and change[-1] > 0
     assert all("width" in k.effect["descriptor_rho"] for k in knobs)
-    for k in knobs:
-        if k.name == "width":  # named knobs raise their descriptor when turned up
-            assert k.effect["descriptor_rho"]["width"] >= 0.8
-        else:
-            assert k.name.startswith("knob ")
+    from kickit.export.knobs import KNOB_NAMES, NAME_MIN_RHO
+
+    for i, k in enumerate(knobs):
+        desc = k.effect["named_by"]
+        if desc is None:
+            assert k.name == f"knob {i + 1}"
+        else:  # named after what it audibly drives, and turning it up raises that
+            assert desc == "width" and k.name in KNOB_NAMES["width"]
+            assert k.effect["descriptor_rho"]["width"] >= NAME_MIN_RHO
+
+
+def test_vae_encoder_record_round_trip_and_validation(tmp_path: Path) -> None:
+    rec = {"file": "m.encoder.onnx", "input": "audio", "sha256": "0" * 64}
+    out = tmp_path / "vae.onnx"
+    export_generator(ToyG(), C, out, latent_dim=LATENT, knobs=[], family="spec-vae", encoder=rec)
+    m = load_model(out)
+    assert m.family == "spec-vae" and m.encoder == rec
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(out))
+    for p in proto.metadata_props:
+        if p.key == META["encoder"]:
+            p.value = '"just a name"'
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelError, match=r"bad\.onnx: metadata kickit\.encoder must be an object"):
+        load_model(bad)
+
+
+def test_kick_safe_range_and_naming_rules() -> None:
+    from kickit.export.knobs import MIN_RANGE, RANGE, KnobEffect, _spearman, kick_safe_range, name_for
+
+    assert _spearman([1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5]) == 0.0  # a descriptor the knob does not move
+    assert _spearman([1, 2, 3, 4], [1, 9, 10, 30]) == 1.0 and _spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert abs(_spearman([1, 2, 3, 4], [1, 2, 2, 3]) - 0.9486833) < 1e-6  # ties get average ranks
+
+    assert kick_safe_range([1.0] * 9) == (-RANGE, RANGE)
+    assert kick_safe_range([]) == (-RANGE, RANGE)
+    assert kick_safe_range([0.0, 0.5, 1, 1, 1, 1, 1, 1, 0.9]) == (-RANGE * 2 / 4, RANGE)
+    assert kick_safe_range([1, 1, 1, 0, 1, 0, 1, 1, 1]) == (-MIN_RANGE, MIN_RANGE)
+    eff = KnobEffect(1.0, 1.1, descriptor_rho={"fundamental_hz": -0.95, "decay_s": 0.9},
+                     descriptor_range={"fundamental_hz": 12.0, "decay_s": 0.05})
+    assert name_for(eff, set()) == ("pitch", -0.95, "fundamental_hz")
+    assert name_for(eff, {"pitch"}) == ("tune", -0.95, "fundamental_hz")
+    assert name_for(eff, {"pitch", "tune"}) == ("decay", 0.9, "decay_s")
+    quiet = KnobEffect(1.0, 1.1, descriptor_rho={"fundamental_hz": 0.99}, descriptor_range={"fundamental_hz": 1.0})
+    assert name_for(quiet, set()) == (None, 0.0, None)  # consistent but inaudible: no name
+    loose = KnobEffect(1.0, 1.1, descriptor_rho={"decay_s": 0.5}, descriptor_range={"decay_s": 0.2})
+    assert name_for(loose, set()) == (None, 0.0, None)  # audible but not consistent

@@ -144,3 +144,53 @@ def test_bench_render_runs(tiny_model_path: Path, capsys: pytest.CaptureFixture[
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "| fp32, full graph optimisation | 1 |" in out and "Targets: one hit <= 20 ms p95" in out
+
+
+def test_generate_only_kicks(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kickit.descriptors import is_kick
+    from kickit.generate import generate_pack
+    from kickit.modelfile import load_model
+
+    out = tmp_path / "kicks"
+    args = ["generate", "-n", "3", "-o", str(out), "--seed", "2", "--model", str(tiny_model_path), "--only-kicks"]
+    assert main(args) == 0
+    pack = json.loads((out / "pack.json").read_text())
+    assert pack["only_kicks"] is True and len(pack["hits"]) == 3
+    hits = np.stack([sf.read(str(out / h["file"]), always_2d=True)[0].T for h in pack["hits"]]).astype(np.float32)
+    m = load_model(tiny_model_path)
+    assert np.all(is_kick(hits, m.contract))
+    # rejection: an acceptor that refuses every other hit -> the kept hits are the accepted ones, in order
+    seen: list[int] = []
+
+    def every_other(audio: np.ndarray, contract: object) -> np.ndarray:
+        flags = (np.arange(len(audio)) + len(seen)) % 2 == 0
+        seen.extend(range(len(audio)))
+        return flags
+
+    paths = generate_pack(m, tmp_path / "half", 5, 9, accept=every_other, preview=False)
+    pack = json.loads((tmp_path / "half" / "pack.json").read_text())
+    assert len(paths) == 5 and pack["tried"] == 16
+    all_z = np.random.default_rng(9).standard_normal((16, m.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose([h["z"] for h in pack["hits"]], all_z[[0, 2, 4, 6, 8]], atol=1e-6)
+    # an acceptor that refuses everything gives up with a clear message
+    with pytest.raises(ValueError, match=r"only 0 of 10 generated hits passed the kick checks"):
+        generate_pack(m, tmp_path / "none", 1, 1, accept=lambda a, c: np.zeros(len(a), bool), preview=False)
+
+
+def test_inspect_sweeps(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kickit.hits import HitRenderer
+    from kickit.inspect import SWEEP_GAP_S, SWEEP_VALUES
+    from kickit.modelfile import load_model
+
+    m = load_model(tiny_model_path)
+    assert main(["inspect", str(tiny_model_path), "--runs", "1", "--sweep", str(tmp_path / "sw")]) == 0
+    assert "sweeps     8 WAVs" in capsys.readouterr().out
+    wavs = sorted((tmp_path / "sw").glob("knob-*.wav"))
+    assert len(wavs) == 8 and wavs[0].name.startswith("knob-1-")
+    data, rate = sf.read(str(wavs[0]), always_2d=True)
+    hop = m.contract.n_samples + int(SWEEP_GAP_S * rate)
+    assert data.shape == (len(SWEEP_VALUES) * hop, 2)
+    parts = [data[i * hop:i * hop + m.contract.n_samples] for i in range(len(SWEEP_VALUES))]
+    assert not np.allclose(parts[0], parts[-1], atol=1e-3)  # the knob changes the hit ...
+    z = np.random.default_rng(0).standard_normal((1, m.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose(parts[2].T, HitRenderer(m).render(z)[0], atol=1e-4)  # ... centre: the plain hit

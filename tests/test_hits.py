@@ -97,3 +97,13 @@ def test_parallel_reconstruction_matches(tiny_model_path: Path) -> None:
         two = r.render(z)
         assert r.workers == 2
     np.testing.assert_allclose(two, one, atol=1e-5)
+
+
+def test_non_finite_model_output_renders_as_silence_not_a_crash() -> None:
+    spec = np.full((2, *C.shape), -1.0, dtype=np.float32)
+    spec[0, :, :40, :60] = 0.3
+    spec[1] = np.nan
+    spec[0, 0, 5, 5] = np.inf
+    out = render_output(spec, C, "spec")
+    assert np.all(np.isfinite(out))
+    assert np.abs(out[0]).max() > 0.5 and np.abs(out[1]).max() == 0.0

@@ -101,8 +101,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_built_device_passes_the_checker(doc: dict) -> None:
     docs = REPO / "docs" / "osc.md"
-    problems, uses = check_patcher(doc, docs_text=docs.read_text() if docs.exists() else None,
-                                   bridge=bridge_table())
+    assert docs.exists(), "docs/osc.md (the OSC contract) is missing"
+    table = bridge_table()
+    assert table is not None and table.sends is not None, "kickit.bridge.oscmap must publish SENDS"
+    problems, uses = check_patcher(doc, docs_text=docs.read_text(), bridge=table)
     assert problems == []
     sent = {normalise(u.address) for u in uses if u.direction == "out"}
     assert {"/kickit/connect", "/kickit/status", "/kickit/knob/*", "/kickit/pad/*/trigger", "/kickit/pad/*/new",
@@ -155,6 +157,12 @@ def test_patch_wiring(doc: dict) -> None:
                 for s in [ln["patchline"]["source"][0]] if ln["patchline"]["destination"][0] == plugout]
     assert sorted(i for _, i in into_out) == [0] * device.N_PADS + [1] * device.N_PADS
     assert by_text(doc, "/kickit/connect 9001")
+    zeros = {i for i in ids if text(i) == "set 0."}
+    assert len(zeros) == device.N_KNOBS
+    for z in zeros:  # Store and New kick both set the dial to 0 without sending it
+        assert {s for s, d in cords if d == z} == {b["id"] for b in boxes(doc)
+                                                   if b["maxclass"] == "newobj" and b["text"] == "t b"} - {
+            s for s, d in cords if text(d).startswith("random")}
 
 
 def test_default_knob_names_without_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,6 +194,8 @@ def test_default_knob_names_from_a_model(monkeypatch: pytest.MonkeyPatch, data_d
         ({"knob_names": [*NAMES[:7], ""]}, "empty"),
         ({"knob_names": [*NAMES[:7], 'a"b']}, "cannot keep"),
         ({"knob_names": NAMES, "device_port": 9000}, "must differ"),
+        ({"knob_names": [*NAMES[:7], "Store"]}, "short name 'Store'"),
+        ({"knob_names": [*NAMES[:6], "body_brightness_a", "body_brightness_b"]}, "short name .body_brightn."),
         ({"knob_names": NAMES, "bridge_port": 70000}, "not a UDP port"),
     ],
 )
@@ -208,6 +218,17 @@ def test_dangling_patch_cord(doc: dict) -> None:
     bad = copy.deepcopy(doc)
     bad["patcher"]["lines"].append({"patchline": {"source": ["obj-404", 0], "destination": ["obj-1", 0]}})
     assert "source box obj-404 does not exist" in _problems(bad)[0]
+
+
+def test_subpatcher_cords_are_checked(doc: dict) -> None:
+    bad = copy.deepcopy(doc)
+    sub = {"boxes": [{"box": {"id": "obj-1", "maxclass": "newobj", "text": "t b", "numinlets": 1,
+                              "numoutlets": 1, "outlettype": ["bang"]}}],
+           "lines": [{"patchline": {"source": ["obj-1", 0], "destination": ["obj-7", 0]}}]}
+    bad["patcher"]["boxes"].append({"box": {"id": "obj-sub", "maxclass": "newobj", "text": "p helper",
+                                            "numinlets": 0, "numoutlets": 0, "patcher": sub}})
+    assert _problems(bad) == ["in subpatcher obj-sub: patch cord obj-1:0 -> obj-7:0: "
+                              "destination box obj-7 does not exist"]
 
 
 def test_outlet_and_inlet_out_of_range(doc: dict) -> None:
@@ -237,6 +258,11 @@ def test_duplicate_parameter_names(doc: dict) -> None:
     dials[1]["saved_attribute_attributes"]["valueof"]["parameter_longname"] = first
     problems = _problems(bad)
     assert len(problems) == 1 and f"parameter name {first!r} is used by both" in problems[0]
+    bad = copy.deepcopy(doc)
+    dials = [b["box"] for b in bad["patcher"]["boxes"] if b["box"]["maxclass"] == "live.dial"]
+    dials[2]["saved_attribute_attributes"]["valueof"]["parameter_shortname"] = "pitch"
+    assert _problems(bad) == [f"parameter short name 'pitch' is used by both {dials[0]['id']} and {dials[2]['id']} "
+                              "(names must be unique)"]
 
 
 def test_bad_parameter_range(doc: dict) -> None:

@@ -138,6 +138,10 @@ def test_refused_load_leaves_a_working_model_alone(tiny_model_path: Path, tmp_pa
 def test_default_model_path_is_shipped_file_or_none() -> None:
     p = default_model_path()
     assert p is None or (p.name == "kick-v1.onnx" and p.is_file())
+    if p is not None:  # the shipped model passes every check and has the full set of knobs
+        m = load_model(p)
+        assert m.output == "spec" and len(m.knobs) == 8 and m.parity.get("ok") is True
+        assert m.training.get("steps", 0) > 0
 
 
 # ----- every kind of bad file ----------------------------------------------------------------------------

@@ -160,3 +160,17 @@ def test_contract_is_frozen_and_hashable() -> None:
     assert hash(C) == hash(SpectralContract())
     with pytest.raises(ValueError):
         C.window_array()[0] = 1.0
+
+
+def test_no_bands_contract_decodes_to_all_bins() -> None:
+    c = SpectralContract(n_fft=1024, hop=256, frames=64, low_bins=100, bands=0)
+    assert c.rows == 100
+    x = 0.3 * _noise((2, c.n_samples), 5)
+    scaled = c.encode(x)
+    assert scaled.shape == (2, 64, 100)
+    mag = c.decode_magnitude(scaled)
+    assert mag.shape == (2, 64, c.n_bins)
+    assert np.all(mag[..., 100:] == 0.0)
+    low = mag[..., :100]
+    assert (low > 0).mean() > 0.99
+    np.testing.assert_allclose(low[low > 0], np.abs(c.stft(x))[..., :100][low > 0], rtol=1e-6)

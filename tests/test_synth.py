@@ -102,3 +102,11 @@ def test_other_contract_length() -> None:
     small = SpectralContract(n_fft=512, hop=128, frames=64, low_bins=64, bands=64)
     x = procedural_kick(np.random.default_rng(0), small)
     assert x.shape == (2, small.n_samples) and np.all(np.isfinite(x))
+
+
+def test_passes_the_project_kick_checks(kicks: np.ndarray, contract: SpectralContract) -> None:
+    from kickit.descriptors import kick_checks
+
+    checks = kick_checks(kicks, contract)
+    failed = {name: int(np.sum(~np.asarray(ok))) for name, ok in checks.items() if not np.all(ok)}
+    assert not failed, failed

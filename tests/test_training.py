@@ -30,12 +30,12 @@ pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, real_kicks_dir, contract) -> Path:
-    """A tiny real dataset built by the data layer from the committed kicks."""
+def dataset(tmp_path_factory, real_kicks_dir, data_dir, contract) -> Path:
+    """A tiny real dataset built by the data layer from the committed kicks and the bad files (skipped)."""
     from kickit.training.data import build_dataset
 
     out = tmp_path_factory.mktemp("ds") / "kicks"
-    build_dataset([real_kicks_dir], out, contract)
+    build_dataset([real_kicks_dir, data_dir / "bad"], out, contract)
     return out
 
 
@@ -73,6 +73,8 @@ def test_json_overrides(tmp_path) -> None:
     ('{"bogus_field": 1}', "unknown fields"),
     ('{"loss": "square"}', "loss 'square'"),
     ('{"base": "nope"}', "unknown training config 'nope'"),
+    ('{"augment": {"pitch_semitones": -1}}', "augment .*pitch_semitones must be >= 0"),
+    ('{"augment": {"reverb": 1}}', "augment .*reverb"),
 ])
 def test_bad_config_files(tmp_path, text: str, match: str) -> None:
     p = tmp_path / "bad.json"
@@ -104,6 +106,13 @@ def test_generator_shape_and_range(name: str, contract) -> None:
     assert not torch.allclose(x[0], x[1])  # the latent matters
 
 
+def test_too_many_blocks_for_the_contract(contract) -> None:
+    with pytest.raises(ValueError, match="do not divide the contract shape"):
+        build_generator(_tiny(g_channels=(4,) * 9), contract)
+    with pytest.raises(ValueError, match="do not divide the contract shape"):
+        build_discriminator(_tiny(d_channels=(4,) * 9), contract)
+
+
 def test_generator_base_starts_at_the_mean(contract) -> None:
     cfg = _tiny()
     gen = build_generator(cfg, contract).eval()
@@ -112,6 +121,23 @@ def test_generator_base_starts_at_the_mean(contract) -> None:
     with torch.no_grad():
         out = gen(torch.randn(4, cfg.latent_dim)).mean(0)
     assert (out - target).abs().mean() < 0.1
+
+
+def test_midside_output_and_fixed_texture(contract) -> None:
+    cfg = _tiny()
+    torch.manual_seed(1)
+    gen = build_generator(cfg, contract).eval()
+    assert "out.noise" in gen.state_dict()  # the texture map travels with the weights (export, checkpoints)
+    z = torch.randn(2, cfg.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(gen(z), gen(z))  # deterministic: the same latent gives the same hit
+        gen.out.conv.weight[1].zero_()
+        gen.out.conv.bias[1].zero_()
+        gen.out.noise_gain[:, 1].zero_()
+        gen.base.copy_(gen.base[:, :1].expand_as(gen.base))
+        x = gen(z)
+    assert torch.equal(x[:, 0], x[:, 1])  # no side signal: mono
+    assert not torch.equal(x[0], x[1])
 
 
 def test_pixelnorm_generator_is_batch_independent(contract) -> None:
@@ -226,6 +252,10 @@ def test_train_checkpoints_previews_and_exact_resume(dataset, tmp_path, contract
         assert key in last
     assert last["data_summary"]["train"] >= 1 and last["data_summary"]["heldout"] >= 2
     assert last["data_summary"]["kits"]
+    # corrupt files skipped by the data layer are surfaced: in the checkpoint and in skipped.txt
+    skipped = (run / "skipped.txt").read_text()
+    assert "garbage.wav" in skipped and "empty.wav" in skipped
+    assert any("garbage.wav" in s for s in last["data_summary"]["skipped"])
     assert math.isfinite(last["metrics"]["val_stats"]) and best["metrics"]["val_stats"] == straight.best_val
     # log and previews
     rows = list(csv.DictReader(open(run / "log.csv")))
@@ -274,6 +304,12 @@ def test_nan_stops_and_keeps_last_good_checkpoint(dataset, tmp_path) -> None:
     last = _state(tmp_path / "run" / "last.pt")
     assert last["step"] == 2
     assert all(torch.isfinite(t).all() for t in last["generator"].values())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    # resuming the last good checkpoint continues cleanly; the log drops the rows after it
+    assert train(cfg, dataset, tmp_path / "run", resume=True, progress=None).step == 6
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
 def test_wgan_gp_and_dcgan_variants_train(dataset, tmp_path) -> None:
@@ -308,3 +344,14 @@ def test_cli_train_and_errors(dataset, tmp_path, capsys) -> None:
                         "--out", str(tmp_path / "y")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("kickit train: ") and "no-data" in err and err.count("\n") == 1
+
+
+# ----- bench -------------------------------------------------------------------------------------------
+def test_bench_train_runs(capsys) -> None:
+    rc = kickit_main(["bench", "train", "--configs", "tiny", "--steps", "3", "--no-write"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
+    steps_per_s = float(row.split("|")[5])
+    assert steps_per_s > 0
+    assert kickit_main(["bench", "train", "--configs", "nope", "--no-write"]) == 2

@@ -99,8 +99,8 @@ def rng_state(sampler: np.random.Generator | None = None) -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"key": np_state[0], "pos": list(map(int, np_state[1])), "rest": [int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])]},
+        "numpy": {"name": str(np_state[0]), "keys": [int(k) for k in np_state[1]], "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -114,7 +114,8 @@ def set_rng_state(state: dict[str, Any], sampler: np.random.Generator | None = N
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["key"], np.asarray(n["pos"], dtype=np.uint32), *n["rest"][:2], n["rest"][2]))
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

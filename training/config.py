@@ -3,10 +3,12 @@
 Named configs:
 
 * ``default``: the shipped model. Lean nearest-neighbour-upsampling generator with a learned mean-spectrogram
-  base, spectral-norm discriminator with self-attention at 16x16, hinge loss, feature matching, the
-  spectral-statistics loss, DiffAugment and an augmentation pool (small-data GAN).
-* ``dcgan``: the "Kick it Out" baseline: plain DCGAN (BatchNorm generator, no attention, no spectral norm,
-  no feature matching, no statistics loss, no DiffAugment), non-saturating BCE loss.
+  base, coordinate maps, fixed-noise texture and a mid/side output; spectral-norm discriminator with
+  self-attention at 16x16; hinge loss, feature matching, the spectral-statistics loss, DiffAugment and an
+  augmentation pool (small-data GAN).
+* ``dcgan``: the "Kick it Out" baseline: plain DCGAN (BatchNorm generator producing left/right directly, no
+  base map, coordinates or texture; no attention, no spectral norm, no feature matching, no statistics loss, no
+  DiffAugment or augmentation pool), non-saturating BCE loss, Adam(0.5, 0.999).
 * ``tiny``: a very small network for tests (seconds per run on CPU).
 
 ``--config PATH`` reads a JSON object of overrides; its optional ``"base"`` names the preset it starts from
@@ -41,6 +43,8 @@ class TrainConfig:
     # not shift-invariant in frequency or time; the high-resolution blocks inherit the position from below.
     g_coords: int = 64
     g_base: bool = True  # learned output bias map, initialised to the mean real spectrogram
+    g_texture: int = 128  # blocks at this resolution and above add a fixed noise map with learned gains (0: none)
+    g_stereo: str = "midside"  # "midside": the convs produce mid and side levels; "lr": left and right directly
     # ----- discriminator ----------------------------------------------------------------------------
     d_channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256)  # strided 4x4 convs: 128, 64, 32, 16, 8, 4
     d_attention: int = 16  # resolution at which self-attention runs (0: none)
@@ -60,7 +64,7 @@ class TrainConfig:
     d_steps: int = 1  # discriminator updates per generator update
     ema_decay: float = 0.999
     ema_start: int = 100  # steps before the EMA starts tracking (copied until then)
-    max_steps: int = 6000
+    max_steps: int = 6000  # ~1.6 h on 2 quiet CPU cores at ~1 step/s (kickit bench train); minutes on an H100
     amp: bool = False  # bf16 autocast on CUDA
     threads: int = 2  # torch intra-op threads on CPU
     channels_last: bool = True
@@ -71,7 +75,7 @@ class TrainConfig:
     diffaug_cutout: float = 0.25  # cutout band size as a share of frames/rows
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig overrides (kickit.training.augment)
     aug_pool: int = 512  # augmented real hits encoded once per refresh (0: plain training spectrograms)
-    aug_refresh: int = 250  # steps between pool refreshes
+    aug_refresh: int = 500  # steps between pool refreshes
     # ----- bookkeeping ------------------------------------------------------------------------------
     log_every: int = 10
     preview_every: int = 500
@@ -92,6 +96,8 @@ class TrainConfig:
 
         if self.loss not in LOSSES:
             bad(f"loss {self.loss!r} is not one of {LOSSES}")
+        if self.g_stereo not in ("midside", "lr"):
+            bad(f"g_stereo {self.g_stereo!r} is not 'midside' or 'lr'")
         if self.g_norm not in NORMS:
             bad(f"g_norm {self.g_norm!r} is not one of {NORMS}")
         unknown = sorted(set(self.diffaug) - set(DIFFAUG_OPS))
@@ -115,6 +121,14 @@ class TrainConfig:
             bad("ema_decay must be in [0, 1)")
         if self.val_samples < 2:
             bad("val_samples must be >= 2")
+        if self.preview_hits < 0 or self.aug_pool < 0 or self.aug_refresh < 1:
+            bad("preview_hits and aug_pool must be >= 0, aug_refresh >= 1")
+        from kickit.training.augment import AugmentConfig
+
+        try:
+            AugmentConfig(**self.augment)
+        except (TypeError, ValueError) as e:
+            bad(f"augment {self.augment}: {e}")
 
     # ----- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,8 +164,8 @@ def _tiny() -> TrainConfig:
 
 def _dcgan() -> TrainConfig:
     return TrainConfig(
-        name="dcgan", g_norm="batch", g_coords=0, g_base=False, d_attention=0, d_spectral_norm=False,
-        d_coords=False, loss="bce", fm_weight=0.0, stats_weight=0.0, beta1=0.5, beta2=0.999, diffaug=(),
+        name="dcgan", g_norm="batch", g_coords=0, g_base=False, g_texture=0, g_stereo="lr", d_attention=0,
+        d_spectral_norm=False, d_coords=False, loss="bce", fm_weight=0.0, stats_weight=0.0, beta1=0.5, beta2=0.999, diffaug=(),
         aug_pool=0,
     )
 
@@ -182,7 +196,6 @@ def load_config(name_or_path: str | os.PathLike[str]) -> TrainConfig:
         raise ValueError(f"{p}: a JSON config must be an object of overrides")
     base = overrides.pop("base", "default")
     cfg = get_config(str(base)).to_dict()
-    cfg.setdefault("name", p.stem)
     cfg["name"] = overrides.pop("name", p.stem)
     try:
         return TrainConfig.from_dict({**cfg, **overrides})

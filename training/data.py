@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -41,6 +42,7 @@ from kickit.audio import (
     read_audio,
     write_wav,
 )
+from kickit.descriptors import descriptor_vector
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,7 @@ class _Candidate:
 class _Scan:
     candidates: list[_Candidate] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    fetch_skipped: list[dict[str, str]] = field(default_factory=list)  # listed in the manifest, not logged
 
 
 def audio_sha256(audio: np.ndarray, rate: int) -> str:
@@ -197,58 +200,100 @@ def audio_sha256(audio: np.ndarray, rate: int) -> str:
     return h.hexdigest()
 
 
-def _read_sources(root: Path, instrument: str) -> dict[str, dict[str, Any]]:
-    """Per-file metadata from ``root/sources.json`` (keyed by path relative to root), or {}."""
+def _read_sources(root: Path, instrument: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """Per-file metadata from ``root/sources.json`` (keyed by path relative to root) and what the fetch
+    skipped; ({}, []) when there is no such file."""
     spath = root / SOURCES_FILE
     if not spath.is_file():
-        return {}
+        return {}, []
     try:
         data = json.loads(spath.read_text(encoding="utf-8"))
-        items = data["items"]
-        meta = {str(Path(i["file"])): i for i in items}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatasetError(f"{spath}: unreadable sources file ({e})") from None
+        meta = {str(Path(i["file"])): i for i in data["items"]}
+        skipped = [{"path": str(s["path"]), "reason": f"at fetch: {s['reason']}"} for s in data.get("skipped", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DatasetError(f"{spath}: unreadable sources file ({type(e).__name__}: {e})") from None
     got = data.get("instrument")
     if got and got != instrument:
         raise DatasetError(f"{spath}: this collection holds {got} samples, not {instrument} "
                            f"(pass --instrument {got} or another folder)")
-    return meta
+    return meta, skipped
 
 
-def _scan(sources: Sequence[str | os.PathLike[str]], instrument: str) -> _Scan:
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _scan(sources: Sequence[str | os.PathLike[str]], instrument: str, exclude: Path) -> _Scan:
+    """Candidates and non-audio files under the sources, leaving out anything inside ``exclude`` (the dataset
+    being written, should it sit inside a source folder)."""
     scan = _Scan()
     for src in sources:
         root = Path(src).expanduser()
         if not root.exists():
             raise DatasetError(f"{root}: no such file or folder")
         base = root if root.is_dir() else root.parent
-        meta = _read_sources(base, instrument) if root.is_dir() else {}
+        meta, fetch_skipped = _read_sources(base, instrument) if root.is_dir() else ({}, [])
+        scan.fetch_skipped.extend(fetch_skipped)
         for f in iter_audio_files(root):
+            if _inside(f, exclude):
+                continue
             m = meta.get(str(f.relative_to(base)))
             if m is not None:
                 scan.candidates.append(_Candidate(f, str(m["kit"]), m.get("licence"), str(m.get("source", f))))
             else:
                 scan.candidates.append(_Candidate(f, f.parent.name, None, str(f)))
         for f in iter_other_files(root):
-            if f.name == SOURCES_FILE and f.parent == base:
+            if (f.name == SOURCES_FILE and f.parent == base) or _inside(f, exclude):
                 continue
             scan.skipped.append({"path": str(f), "reason": f"not an audio file (suffix {f.suffix or 'none'!r}; "
                                                           f"reads {', '.join(AUDIO_SUFFIXES)})"})
     return scan
 
 
-def split_by_kit(kit_sizes: dict[str, int], heldout: float, seed: int) -> set[str]:
-    """The held-out kits: a seeded shuffle of the kits, taken greedily towards ``heldout`` of the hits.
+def _order_by_sound(kits: list[str], kit_features: dict[str, np.ndarray]) -> list[str]:
+    """Kits sorted along the first principal axis of their mean (standardised) descriptor vectors."""
+    feats = np.stack([np.asarray(kit_features[k], dtype=np.float64) for k in kits])
+    feats = (feats - feats.mean(0)) / np.maximum(feats.std(0), 1e-9)
+    _, _, vt = np.linalg.svd(feats, full_matrices=False)
+    axis = feats @ vt[0]
+    return [kits[i] for i in np.argsort(axis, kind="stable")]
 
-    Every kit is wholly in one split. With two or more kits and ``heldout > 0`` both splits get at least one kit.
+
+def split_by_kit(kit_sizes: dict[str, int], heldout: float, seed: int,
+                 kit_features: dict[str, np.ndarray] | None = None) -> set[str]:
+    """The held-out kits, taken towards ``heldout`` of the hits. Every kit is wholly in one split.
+
+    With ``kit_features`` (a descriptor vector per kit) the kits are ordered by sound (first principal axis) and
+    held-out kits are spread evenly along that order, so the held-out hits span the same range of kicks as the
+    training hits (a plain random choice of a few kits can hold out, say, only acoustic kits). Without features,
+    a seeded shuffle. With two or more kits and ``heldout > 0`` both splits get at least one kit.
     """
     if not 0.0 <= heldout < 1.0:
         raise DatasetError(f"held-out fraction must be in [0, 1), got {heldout}")
     kits = sorted(kit_sizes)
     if heldout == 0.0 or len(kits) < 2:
         return set()
-    order = [kits[i] for i in np.random.default_rng(seed).permutation(len(kits))]
+    rng = np.random.default_rng(seed)
     total = sum(kit_sizes.values())
+    if kit_features is not None and len(kits) >= 3:
+        order = _order_by_sound(kits, kit_features)
+        # Error diffusion along the sound axis: hold out a kit whenever the held-out count falls behind
+        # ``heldout`` of the hits seen so far (a seeded phase decides where the first one falls).
+        chosen = set()
+        seen, count, phase = 0, 0, float(rng.uniform(0.0, 1.0))
+        for kit in order:
+            seen += kit_sizes[kit]
+            if count + kit_sizes[kit] / 2 < heldout * seen + (phase - 0.5) * kit_sizes[kit] and \
+                    len(chosen) < len(kits) - 1:
+                chosen.add(kit)
+                count += kit_sizes[kit]
+        if chosen:
+            return chosen
+    order = [kits[i] for i in rng.permutation(len(kits))]
     target = heldout * total
     chosen: set[str] = set()
     count = 0
@@ -270,8 +315,6 @@ def _encode(contract: SpectralContract, audio: np.ndarray) -> np.ndarray:
 
 
 def _safe(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "x"
 
 
@@ -303,7 +346,7 @@ def build_dataset(
     _prepare_out(out)
     if not 0.0 <= heldout < 1.0:
         raise DatasetError(f"held-out fraction must be in [0, 1), got {heldout}")
-    scan = _scan(srcs, instrument)
+    scan = _scan(srcs, instrument, exclude=out)
 
     kept: list[_Candidate] = []
     first_of: dict[str, Path] = {}
@@ -330,7 +373,11 @@ def build_dataset(
     kit_sizes: dict[str, int] = {}
     for c in kept:
         kit_sizes[c.kit] = kit_sizes.get(c.kit, 0) + 1
-    held = split_by_kit(kit_sizes, heldout, seed)
+    kit_vectors: dict[str, list[np.ndarray]] = {}
+    for c in kept:
+        kit_vectors.setdefault(c.kit, []).append(descriptor_vector(c.audio[None], contract)[0])
+    kit_features = {k: np.mean(v, axis=0) for k, v in kit_vectors.items()}
+    held = split_by_kit(kit_sizes, heldout, seed, kit_features)
     if heldout > 0 and not held:
         log.warning("only one kit (%s): cannot split by kit, every hit goes to train", next(iter(kit_sizes)))
     kept.sort(key=lambda c: (c.kit in held, c.kit, str(c.path)))
@@ -357,7 +404,7 @@ def build_dataset(
             np.save(tmp / f"spec_{split}.npy", _encode(contract, arr))
         manifest = {"format": DATASET_FORMAT, "contract": contract.to_dict(), "instrument": instrument,
                     "heldout_fraction": heldout, "seed": seed, "sources": [str(s) for s in srcs],
-                    "items": items, "skipped": scan.skipped}
+                    "items": items, "skipped": scan.skipped + scan.fetch_skipped}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         if out.exists():
             old = out.with_name(f".{out.name}.old")

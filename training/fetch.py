@@ -41,7 +41,7 @@ HYDROGEN_PACKAGES = ("hydrogen-drumkits", "hydrogen-data")
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
 PACKAGES = (*HYDROGEN_PACKAGES, SOUNDFONT_PACKAGE)
 FLUID_VELOCITIES = (70, 127)
-SAME_SOUND = 0.99  # normalised cross-correlation above which two renders are the same recording
+SAME_SOUND = 0.97  # peak normalised cross-correlation above which two renders are one recording (FluidR3: 0.989 for a shared kick, < 0.89 otherwise)
 RENDER_RATE = 44100
 
 
@@ -120,8 +120,9 @@ def download_deb(package: str, debs: Path, run: Runner = _run) -> Path:
     if have is not None:
         log.info("%s: reusing %s", package, have)
         return have
+    apt = _tool("apt-get")
     log.info("%s: apt-get download ...", package)
-    r = run([_tool("apt-get"), "download", package], debs)
+    r = run([apt, "download", package], debs)
     have = find_deb(debs, package)
     if r.returncode != 0 or have is None:
         msg = " ".join((r.stderr or r.stdout or "").split())[-300:]
@@ -167,13 +168,17 @@ def collect_hydrogen(unpacked: Path, package: str, out: Collection) -> None:
             continue
         licence = kitlib.licence_for(xml.parent.name, licences) or kit.licence
         folder = safe_name(kit.name)
+        copied: set[Path] = set()
         for ins, layer in kit.select(out.instrument):
             src = kit.folder / layer.file
             rel_in_pkg = f"{xml.parent.name}/{layer.file}"
             if not src.is_file():
                 out.skipped.append({"path": str(src), "reason": f"listed in {xml.name} but missing"})
                 continue
-            dst_rel = f"{folder}/{safe_name(Path(layer.file).name)}"
+            if src in copied:  # two instruments/layers of the kit play the same file
+                continue
+            copied.add(src)
+            dst_rel = _unique(out.root, f"{folder}/{safe_name(Path(layer.file).name)}")
             dst = out.root / dst_rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
@@ -181,6 +186,16 @@ def collect_hydrogen(unpacked: Path, package: str, out: Collection) -> None:
                 file=dst_rel, kit=kit.name, licence=licence, source=f"debian:{package}:drumkits/{rel_in_pkg}",
                 instrument=ins.name, velocity=f"{layer.min_velocity:g}-{layer.max_velocity:g}",
             ))
+
+
+def _unique(root: Path, rel: str) -> str:
+    """``rel``, or ``stem-2.ext``, ``stem-3.ext``... when a file of that name is already in the collection."""
+    p = Path(rel)
+    k = 1
+    while (root / rel).exists():
+        k += 1
+        rel = str(p.with_name(f"{p.stem}-{k}{p.suffix}"))
+    return rel
 
 
 # ----- SoundFont drum kits ------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ EPS = 1e-10
 # ----- descriptors ------------------------------------------------------------------------------------
 def hit_features(scaled: torch.Tensor, spec: TorchSpectral) -> torch.Tensor:
     """Descriptors of each hit, (B, K): envelope segments, spectral profile, log centroid, low-band share,
-    stereo level difference. Differentiable; computed on the mid power (mean of the channels)."""
+    stereo balance and width (side/mid energy). Differentiable; all but the stereo ones use the mean power of
+    the channels."""
     c = spec.contract
     db = spec.unscale_db(scaled.float())
     power = torch.pow(10.0, db / 10.0)  # normalised power; the floor (-120 dB) is ~0
@@ -58,13 +59,17 @@ def hit_features(scaled: torch.Tensor, spec: TorchSpectral) -> torch.Tensor:
     # Low-band share of the energy (dB).
     low = total_row[:, hz < LOW_HZ].sum(dim=-1)
     low_share = 10.0 * torch.log10((low + EPS) / (total_row.sum(dim=-1) + EPS)) / DB_UNIT
-    # Stereo: level difference between the channels (dB), over the whole hit.
+    # Stereo: level difference between the channels and side/mid energy (dB, the side floored at -40 dB).
     if power.shape[1] >= 2:
         ch = power.sum(dim=(2, 3))
-        width = 10.0 * torch.log10((ch[:, 0] + EPS) / (ch[:, 1] + EPS)) / DB_UNIT
+        balance = 10.0 * torch.log10((ch[:, 0] + EPS) / (ch[:, 1] + EPS)) / DB_UNIT
+        amp = power[:, :2].sqrt()
+        side = (amp[:, 0] - amp[:, 1]).square().sum(dim=(1, 2))
+        centre = (amp[:, 0] + amp[:, 1]).square().sum(dim=(1, 2))
+        width = 10.0 * torch.log10(side / (centre + EPS) + 1e-4) / DB_UNIT
     else:
-        width = torch.zeros_like(centroid)
-    return torch.cat([env, prof, centroid[:, None], low_share[:, None], width[:, None]], dim=1)
+        balance = width = torch.zeros_like(centroid)
+    return torch.cat([env, prof, centroid[:, None], low_share[:, None], balance[:, None], width[:, None]], dim=1)
 
 
 def _row_groups(hz: torch.Tensor) -> list[tuple[int, int]]:
@@ -77,11 +82,12 @@ def _row_groups(hz: torch.Tensor) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(idx[:-1], idx[1:], strict=True) if b > a]
 
 
-def stats_loss(fake_feats: torch.Tensor, real_feats: torch.Tensor) -> torch.Tensor:
-    """Squared differences of batch mean and standard deviation of the descriptors (real detached)."""
-    real_feats = real_feats.detach()
-    d_mu = fake_feats.mean(0) - real_feats.mean(0)
-    d_sd = fake_feats.std(0) - real_feats.std(0)
+def stats_loss(fake_feats: torch.Tensor, real: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Squared differences of batch mean and standard deviation of the descriptors; ``real`` is a batch of real
+    descriptors or their (mean, std) over a larger set (a steadier target). Real values are detached."""
+    mu, sd = real if isinstance(real, tuple) else (real.mean(0), real.std(0))
+    d_mu = fake_feats.mean(0) - mu.detach()
+    d_sd = fake_feats.std(0) - sd.detach()
     return d_mu.square().mean() + d_sd.square().mean()
 
 
@@ -138,8 +144,10 @@ def d_losses(cfg: TrainConfig, disc: torch.nn.Module, real: torch.Tensor, fake: 
 
 
 def g_losses(cfg: TrainConfig, disc: torch.nn.Module, fake_aug: torch.Tensor, real_aug: torch.Tensor,
-             fake: torch.Tensor, real: torch.Tensor, spec: TorchSpectral) -> dict[str, torch.Tensor]:
-    """Generator losses; ``fake``/``real`` are the un-augmented batches (for the statistics loss)."""
+             fake: torch.Tensor, real: torch.Tensor, spec: TorchSpectral,
+             real_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Generator losses; ``fake``/``real`` are the un-augmented batches (for the statistics loss, whose target
+    is ``real_stats`` (descriptor mean, std over all real training hits) when given, else the real batch)."""
     need_feats = cfg.fm_weight > 0
     if need_feats:
         d_fake, f_fake = disc(fake_aug, features=True)
@@ -151,7 +159,8 @@ def g_losses(cfg: TrainConfig, disc: torch.nn.Module, fake_aug: torch.Tensor, re
     if need_feats:
         out["g_fm"] = cfg.fm_weight * feature_matching(f_fake, f_real)
     if cfg.stats_weight > 0:
-        out["g_stats"] = cfg.stats_weight * stats_loss(hit_features(fake, spec), hit_features(real, spec))
+        target = real_stats if real_stats is not None else hit_features(real, spec)
+        out["g_stats"] = cfg.stats_weight * stats_loss(hit_features(fake, spec), target)
     out["g_total"] = sum(out.values())
     return out
 

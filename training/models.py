@@ -5,7 +5,9 @@ a linear layer to a small seed grid, then blocks of nearest-neighbour upsampling
 transposed convolutions, so no checkerboard), PixelNorm (batch-independent, so eval output equals training
 output and the ONNX export needs no batch statistics) or BatchNorm (the DCGAN baseline), optional
 frame/row coordinate maps (a kick is not shift-invariant in frequency or time), a learned output bias map
-initialised to the mean real spectrogram, and tanh.
+initialised to the mean real spectrogram, fixed noise maps with learned gains in the high-resolution blocks
+(texture, deterministic), a mid/side output (the convolutions produce mid and side levels, so nearly-mono
+kicks need no effort to keep both channels alike), and tanh.
 
 Discriminator: strided 4x4 convolutions (downsampling from the first layer keeps the 256x256 input cheap),
 spectral norm, self-attention at one low resolution (SAGAN, StereoSampleGAN), a row-coordinate input channel,
@@ -48,7 +50,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class UpBlock(nn.Module):
     """Nearest-neighbour upsample to ``size``, (coordinates), 3x3 conv, (LeakyReLU + norm unless final)."""
 
-    def __init__(self, c_in: int, c_out: int, size: tuple[int, int], norm: str | None, coords: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, size: tuple[int, int], norm: str | None, coords: bool,
+                 texture: bool = False) -> None:
         super().__init__()
         self.size = size
         self.coords = coords
@@ -56,12 +59,19 @@ class UpBlock(nn.Module):
             self.register_buffer("grid", _coords(*size), persistent=False)
         self.conv = nn.Conv2d(c_in + (2 if coords else 0), c_out, 3, padding=1)
         self.norm = _norm(norm, c_out) if norm else None
+        if texture:  # a fixed noise map (a buffer: deterministic, exported) with learned per-channel gains
+            self.register_buffer("noise", torch.randn(1, 1, *size))
+            self.noise_gain = nn.Parameter(torch.zeros(1, c_out, 1, 1))
+        else:
+            self.noise = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=self.size, mode="nearest")
         if self.coords:
             x = torch.cat([x, self.grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
         x = self.conv(x)
+        if self.noise is not None:
+            x = x + self.noise_gain.to(x.dtype) * self.noise.to(x.dtype)
         if self.norm is None:
             return x
         return self.norm(F.leaky_relu(x, LRELU))
@@ -86,9 +96,11 @@ class Generator(nn.Module):
         for i in range(1, n):
             size = (h << i, w << i)
             blocks.append(UpBlock(cfg.g_channels[i - 1], cfg.g_channels[i], size, cfg.g_norm,
-                                  max(size) <= cfg.g_coords))
+                                  max(size) <= cfg.g_coords, 0 < cfg.g_texture <= max(size)))
         self.blocks = nn.Sequential(*blocks)
-        self.out = UpBlock(cfg.g_channels[-1], channels, (frames, rows), None, max(frames, rows) <= cfg.g_coords)
+        self.out = UpBlock(cfg.g_channels[-1], channels, (frames, rows), None, max(frames, rows) <= cfg.g_coords,
+                           0 < cfg.g_texture <= max(frames, rows))
+        self.midside = cfg.g_stereo == "midside" and channels == 2
         if cfg.g_base:
             self.base = nn.Parameter(torch.zeros(1, channels, frames, rows))
             with torch.no_grad():  # start near the base map: the convs learn the residual
@@ -111,6 +123,8 @@ class Generator(nn.Module):
         x = self.fc(z).view(z.shape[0], *self.seed_shape)
         x = self.seed_norm(F.leaky_relu(x, LRELU))
         x = self.out(self.blocks(x))
+        if self.midside:  # the convs produce mid and side levels: L = mid + side, R = mid - side
+            x = torch.cat([x[:, :1] + x[:, 1:], x[:, :1] - x[:, 1:]], dim=1)
         if self.base is not None:
             x = x + self.base.to(x.dtype)
         return torch.tanh(x)

@@ -19,16 +19,19 @@ from kickit.reconstruction import reconstruct_scaled
 from kickit.spectral import SpectralContract
 
 
-def spectrogram_grid(real: np.ndarray, fake: np.ndarray, path: str | os.PathLike[str], title: str = "") -> Path:
-    """Write a PNG: ``real`` and ``fake`` (n, channels, frames, rows) scaled spectrograms, one row each."""
+def spectrogram_grid(real: np.ndarray, fake: np.ndarray, path: str | os.PathLike[str], title: str = "",
+                     raw: np.ndarray | None = None) -> Path:
+    """Write a PNG: ``real`` and ``fake`` (n, channels, frames, rows) scaled spectrograms, one row each (and
+    ``raw``, the non-EMA generator's hits, as a third row when given)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    n = max(len(real), len(fake))
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.6, 3.6), squeeze=False)
-    for r, (label, batch) in enumerate((("real", real), ("generated", fake))):
+    rows = [("real", real), ("generated", fake)] + ([("raw G", raw)] if raw is not None else [])
+    n = max(len(b) for _, b in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n + 0.6, 1.8 * len(rows)), squeeze=False)
+    for r, (label, batch) in enumerate(rows):
         for i in range(n):
             ax = axes[r][i]
             ax.set_xticks([])
@@ -54,11 +57,12 @@ def spectrogram_grid(real: np.ndarray, fake: np.ndarray, path: str | os.PathLike
 
 
 def write_preview(out_dir: str | os.PathLike[str], step: int, real: np.ndarray, fake: np.ndarray,
-                  contract: SpectralContract, n_wavs: int = 8) -> list[Path]:
-    """Grid PNG and ``n_wavs`` WAVs of the generated hits into ``out_dir/previews/step-NNNNNNN*``."""
+                  contract: SpectralContract, n_wavs: int = 8, raw: np.ndarray | None = None) -> list[Path]:
+    """Grid PNG and ``n_wavs`` WAVs of the generated (EMA) hits into ``out_dir/previews/step-NNNNNNN*``."""
     base = Path(out_dir) / "previews"
     stem = f"step-{step:07d}"
-    written = [spectrogram_grid(real, fake, base / f"{stem}.png", title=f"step {step}: real (top) / generated")]
+    title = f"step {step}: real (top) / generated (EMA)" + (" / raw generator" if raw is not None else "")
+    written = [spectrogram_grid(real, fake, base / f"{stem}.png", title=title, raw=raw)]
     if n_wavs > 0:
         audio = finish(reconstruct_scaled(np.asarray(fake[:n_wavs], dtype=np.float32), contract), contract)
         for i, hit in enumerate(audio):

@@ -1,0 +1,127 @@
+"""Rendering in helper processes, so the audio callback's process never waits for the GIL of a render.
+
+The audio callback (PortAudio) and the MIDI callback run Python in real-time threads; when a render thread of
+the same process holds the GIL and is itself preempted (a loaded machine), the callback misses its period -
+priority inversion. :class:`ProcessSource` has the interface of :class:`kickit.bridge.source.ModelSource`
+but runs inference + reconstruction in ``processes`` child processes (spawned, each with its own model
+session, one intra-op thread); the bridge's render threads only wait on a pipe (GIL released) and copy the
+finished hits back. The child runs exactly :meth:`ModelSource.render`, so hits are bit-identical to the
+in-process path (``kickit render``, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+from kickit.bridge.source import ModelSource
+
+log = logging.getLogger("kickit.bridge")
+
+
+class RenderProcessError(RuntimeError):
+    pass
+
+
+def _child(path: str, rate: int, conn: Connection) -> None:
+    try:
+        os.nice(5)
+    except OSError:
+        pass
+    try:
+        src = ModelSource.open(path, rate)
+    except Exception as e:  # reported to the parent, which refuses the model
+        conn.send(("error", f"{e}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            z = conn.recv()
+        except (EOFError, OSError):
+            return
+        if z is None:
+            return
+        try:
+            conn.send(("ok", src.render(z)))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class ProcessSource:
+    """A model file rendered in child processes; same attributes and methods as ModelSource."""
+
+    def __init__(self, path: str | os.PathLike[str], rate: int | None = None, processes: int = 2) -> None:
+        # validate (and keep knob metadata) in this process: a bad file is refused before any child starts
+        self.local = ModelSource.open(path, rate)
+        self.model = self.local.model
+        self.name, self.path = self.local.name, self.local.path
+        self.weights_hash, self.latent_dim = self.local.weights_hash, self.local.latent_dim
+        self.knobs, self.rate, self.model_rate = self.local.knobs, self.local.rate, self.local.model_rate
+        ctx = mp.get_context("spawn")
+        self._free: queue.Queue[tuple[mp.process.BaseProcess, Connection]] = queue.Queue()
+        self._all: list[tuple[mp.process.BaseProcess, Connection]] = []
+        self._lock = threading.Lock()
+        try:
+            for i in range(max(1, processes)):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_child, args=(str(Path(path).resolve()), self.rate, child),
+                                   name=f"kickit-render-proc-{i}", daemon=True)
+                proc.start()
+                child.close()
+                self._all.append((proc, parent))
+            for proc, conn in self._all:
+                if not conn.poll(120):
+                    raise RenderProcessError(f"{path}: render process did not start in 120 s")
+                kind, msg = conn.recv()
+                if kind != "ready":
+                    raise RenderProcessError(f"{path}: render process failed: {msg}")
+                self._free.put((proc, conn))
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], rate: int | None = None, processes: int = 2) -> ProcessSource:
+        return cls(path, rate, processes)
+
+    def knob_names(self) -> list[str]:
+        return self.local.knob_names()
+
+    def apply_knobs(self, z: np.ndarray, values: list[float]) -> np.ndarray:
+        return self.local.apply_knobs(z, values)
+
+    def render(self, z: np.ndarray) -> np.ndarray:
+        item = self._free.get(timeout=300)
+        proc, conn = item
+        try:
+            conn.send(np.ascontiguousarray(z, dtype=np.float32))
+            if not conn.poll(300):
+                raise RenderProcessError(f"{self.name}: render process did not answer in 300 s")
+            kind, payload = conn.recv()
+        except (EOFError, OSError) as e:
+            raise RenderProcessError(f"{self.name}: render process died ({e})") from None
+        finally:
+            self._free.put(item)
+        if kind != "ok":
+            raise RenderProcessError(f"{self.name}: {payload}")
+        return payload
+
+    def close(self) -> None:
+        with self._lock:
+            procs, self._all = self._all, []
+        for _proc, conn in procs:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for proc, conn in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+            conn.close()

@@ -1,0 +1,447 @@
+"""The bridge engine with a real model file and real onnxruntime: pre-rendered hits, knobs, fresh mode,
+presets, model hot swap, file output and ``kickit render`` (offline, sample-accurate)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+from kickit.bridge.control import Controller
+from kickit.bridge.engine import Engine, EngineConfig
+from kickit.bridge.midimap import MidiMap
+from kickit.bridge.oscmap import Action
+from kickit.bridge.outputs import FileSink
+from kickit.bridge.render_cli import read_midi_events, render_events
+from kickit.bridge.source import ModelSource
+
+from kickit.cli import main
+
+TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def source(tiny_model_path: Path) -> ModelSource:
+    return ModelSource.open(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def engine(source: ModelSource) -> Engine:
+    e = Engine(source, EngineConfig(seed=5))
+    e.start()
+    assert e.wait_ready(TIMEOUT)
+    yield e
+    e.stop()
+
+
+def play(engine: Engine, blocks: int, frames: int = 128) -> np.ndarray:
+    out = np.zeros((blocks * frames, 2), dtype=np.float32)
+    for b in range(blocks):
+        engine.process(out[b * frames:(b + 1) * frames])
+    return out.T
+
+
+def test_every_pad_is_prerendered_and_a_note_plays_it_in_the_next_block(engine: Engine) -> None:
+    assert all(r is not None for r in engine.ready)
+    h = engine.ready[3][0]
+    assert h.dtype == np.float32 and h.shape == (2, engine.source.model.contract.n_samples)
+    assert not h.flags.writeable and np.all(np.isfinite(h)) and np.abs(h).max() > 0.1
+    assert engine.note_on(3, 1.0)
+    out = play(engine, h.shape[1] // 128 + 2)
+    assert np.array_equal(out[:, : h.shape[1]], h)  # bit-exact, starting at the first sample of the block
+    assert np.all(out[:, h.shape[1]:] == 0)
+    assert engine.note_on(3, 0.5)
+    out = play(engine, 4)
+    np.testing.assert_allclose(out, 0.25 * h[:, :512], rtol=0, atol=1e-7)
+    engine.panic()
+    play(engine, 1)
+    assert engine.mixer.active() == 0
+
+
+def test_hits_are_deterministic_and_differ_between_pads(engine: Engine, source: ModelSource) -> None:
+    z = source.apply_knobs(engine.pads[2].latent, engine.pads[2].knobs)
+    assert np.array_equal(source.render(z[None])[0], engine.ready[2][0])
+    assert not np.array_equal(engine.ready[2][0], engine.ready[4][0])
+
+
+def test_knob_move_rerenders_the_selected_pad_and_notifies_listeners(engine: Engine) -> None:
+    got: list[tuple[int, np.ndarray, int]] = []
+    engine.add_listener(lambda p, h, r: got.append((p, h, r)))
+    assert len(got) == 16  # every current hit at once
+    got.clear()
+    engine.select(6)
+    before = engine.ready[6][0]
+    for v in (0.2, 0.5, 0.9):  # coalesced: the latest value wins
+        engine.set_knob(1, v)
+    assert engine.wait_ready(TIMEOUT)
+    after = engine.ready[6][0]
+    assert not np.array_equal(before, after)
+    assert engine.pads[6].knobs[1] == 0.9 and got and got[-1][0] == 6 and got[-1][2] == engine.rate
+    assert np.array_equal(got[-1][1], after)
+    expected = engine.source.render(engine.source.apply_knobs(engine.pads[6].latent, engine.pads[6].knobs)[None])[0]
+    assert np.array_equal(after, expected)
+    # store bakes the knobs into the latent: same sound, knobs at zero
+    engine.store(6)
+    assert engine.pads[6].knobs == [0.0] * 8
+    z = engine.source.apply_knobs(engine.pads[6].latent, engine.pads[6].knobs)
+    assert np.array_equal(engine.source.render(z[None])[0], after)
+    assert engine.stats.knob_ready_ms
+
+
+def test_fresh_mode_plays_a_new_kick_each_hit_reproducibly(source: ModelSource) -> None:
+    def hits(n: int) -> list[np.ndarray]:
+        e = Engine(source, EngineConfig(seed=11, fresh_queue=2))
+        e.set_mode(0, "fresh")
+        e.start()
+        try:
+            assert e.wait_ready(TIMEOUT)
+            out = []
+            for _ in range(n):
+                e.add_trigger_listener(lambda p, h, g, acc=out: acc.append(h)) if not out else None
+                assert e.note_on(0, 1.0, wait=True)
+            return out
+        finally:
+            e.stop()
+
+    a, b = hits(3), hits(3)
+    assert len(a) == 3
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_new_latent_mode_spread_seed_via_actions(engine: Engine) -> None:
+    ctl = Controller(engine)
+    before = engine.ready[9][0]
+    ctl.handle(Action("new", pad=9))
+    assert engine.wait_ready(TIMEOUT) and not np.array_equal(before, engine.ready[9][0])
+    ctl.handle(Action("mode", pad=9, value="fresh"))
+    ctl.handle(Action("spread", pad=9, value=0.5))
+    ctl.handle(Action("seed", value=3))
+    assert engine.wait_ready(TIMEOUT)
+    assert engine.pads[9].mode == "fresh" and engine.pads[9].spread == 0.5 and engine.seed == 3
+    assert engine.status()["pads"][9]["fresh_queued"] == engine.config.fresh_queue
+    ctl.handle(Action("mode", pad=9, value="hold"))
+
+
+def test_preset_reopens_the_same_kicks_bit_exactly(engine: Engine, source: ModelSource, tmp_path: Path) -> None:
+    engine.set_knob(2, -0.7, pad=1)
+    assert engine.wait_ready(TIMEOUT)
+    path = engine.save_preset(tmp_path / "set.json")
+    other = Engine(source, EngineConfig(seed=999))
+    assert other.load_preset(path) == []
+    assert other.wait_ready(TIMEOUT)
+    for p in range(16):
+        assert np.array_equal(other.ready[p][0], engine.ready[p][0]), f"pad {p}"
+
+
+def test_preset_for_another_model_warns(source: ModelSource, tmp_path: Path) -> None:
+    e = Engine(source)
+    path = e.save_preset(tmp_path / "p.json")
+    path.write_text(path.read_text().replace(source.weights_hash, "f" * 64))
+    warnings = e.load_preset(path)
+    assert len(warnings) == 1 and "made for model" in warnings[0] and str(path) in warnings[0]
+
+
+def test_model_hot_swap_refuses_a_bad_file_and_keeps_playing(engine: Engine, tiny_model_path: Path,
+                                                             tmp_path: Path) -> None:
+    ctl = Controller(engine)
+    sent: list[tuple] = []
+    ctl.send = lambda *a: sent.append(a)
+    before = [r[0] for r in engine.ready]
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    ctl.load_model(str(bad), block=True)
+    assert ctl.model_errors == 1 and "bad.onnx" in ctl.last_error and "keeping" in ctl.last_error
+    assert engine.source.name == "tiny-spec.onnx" and all(r[0] is h for r, h in zip(engine.ready, before, strict=True))
+    assert engine.note_on(0)
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(tiny_model_path, copy)
+    ctl.load_model(str(copy), block=True)
+    assert ctl.model_loads == 1 and engine.source.name == "copy.onnx"
+    assert all(np.array_equal(r[0], h) for r, h in zip(engine.ready, before, strict=True))  # same weights
+    assert sent[0][0] == "/kickit/knob/names" and len(sent[0]) == 9 and sent[1] == ("/kickit/model", "copy.onnx")
+    play(engine, 2)
+
+
+def test_file_sink_writes_each_hit(source: ModelSource, tmp_path: Path) -> None:
+    e = Engine(source)
+    sink = FileSink(e, tmp_path / "hits")
+    sink.start()
+    try:
+        assert e.note_on(0, 1.0, wait=True) and e.note_on(1, 0.5, wait=True)
+    finally:
+        sink.stop()
+    files = sorted((tmp_path / "hits").glob("*.wav"))
+    assert [f.name for f in files] == ["hit-00001-pad00.wav", "hit-00002-pad01.wav"]
+    a, rate = sf.read(files[1], dtype="float32", always_2d=True)
+    assert rate == 44100
+    np.testing.assert_allclose(a.T, 0.25 * e.ready[1][0], atol=2e-7 + 1 / 2**23)
+
+
+def write_midi(path: Path, notes: list[tuple[float, int, int]], ccs: list[tuple[float, int, int]] = ()) -> Path:
+    """notes/ccs: (seconds, note|cc, velocity|value) at 120 bpm, 480 ticks per beat."""
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    events = [(t, mido.Message("note_on", note=n, velocity=v)) for t, n, v in notes]
+    events += [(t, mido.Message("control_change", control=c, value=v)) for t, c, v in ccs]
+    events.sort(key=lambda e: e[0])
+    last = 0
+    for t, m in events:
+        tick = int(round(t * 960))
+        tr.append(m.copy(time=tick - last))
+        last = tick
+    mid.save(path)
+    return path
+
+
+def test_render_midi_is_sample_accurate(source: ModelSource, tmp_path: Path) -> None:
+    midi = write_midi(tmp_path / "a.mid", [(0.0, 36, 127), (0.5, 38, 127), (0.55, 36, 64)],
+                      ccs=[(0.25, 70, 127)])
+    events = read_midi_events(midi, 44100)
+    assert [s for s, _ in events] == [0, 11025, 22050, 24255]  # 24255 = 189 blocks + 63 samples
+    e = Engine(source, EngineConfig(seed=2))
+    audio = render_events(e, MidiMap(e.pad_map), events)
+    h0 = source.render(e.pads[0].latent[None])[0]
+    h2 = e.ready[2][0]
+    h0k = e.ready[0][0]  # pad 0 after CC 70 moved knob 0 of the selected pad (0) to +1
+    assert not np.array_equal(h0, h0k)
+    n = h0.shape[1]
+    ref = np.zeros((2, 24255 + n), dtype=np.float32)
+    ref[:, :n] += h0
+    ref[:, 22050:22050 + n] += h2
+    ref[:, 24255:24255 + n] += np.float32((64 / 127) ** 2) * h0k
+    assert audio.shape == ref.shape
+    np.testing.assert_allclose(audio, ref, rtol=0, atol=1e-6)
+
+
+def test_kickit_render_cli(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    midi = write_midi(tmp_path / "b.mid", [(0.0, 36, 127), (0.1, 37, 100)])
+    out = tmp_path / "out.wav"
+    assert main(["render", "--midi", str(midi), "-o", str(out), "--model", str(tiny_model_path), "--float"]) == 0
+    audio, rate = sf.read(out, dtype="float32", always_2d=True)
+    e = Engine(ModelSource.open(tiny_model_path))
+    ref = render_events(e, MidiMap(e.pad_map), read_midi_events(midi, 44100))
+    assert rate == 44100 and np.array_equal(audio.T, ref)
+    assert "2 hits" in capsys.readouterr().out
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd garbage")
+    assert main(["render", "--midi", str(bad), "-o", str(out), "--model", str(tiny_model_path)]) == 2
+    assert "bad.mid" in capsys.readouterr().err
+    assert main(["render", "--midi", str(tmp_path / "none.mid"), "-o", str(out),
+                 "--model", str(tiny_model_path)]) == 2
+    assert "none.mid: file not found" in capsys.readouterr().err
+
+
+def test_bridge_cli_without_a_model_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = main(["bridge", "--model", str(tmp_path / "missing.onnx"), "--midi-in", "none", "--osc-port", "0",
+               "--files", "--out-dir", str(tmp_path / "h")])
+    assert rc == 2 and "missing.onnx" in capsys.readouterr().err
+    assert main(["bridge", "--block", "3"]) == 2
+    assert "--block 3" in capsys.readouterr().err
+
+
+def test_status_reports_latencies(engine: Engine) -> None:
+    engine.note_on(0)
+    play(engine, 1)
+    time.sleep(0.01)
+    s = engine.status()
+    assert s["notes"] >= 1 and s["note_latency_ms_p99"] is not None and s["render_ms_p50"] > 0
+
+
+def test_the_bridge_never_imports_torch(tiny_model_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kickit.bridge.cli, kickit.bridge.app, kickit.bridge.render_cli, kickit.bridge.bench_latency\n"
+        "from kickit.bridge.engine import Engine\nfrom kickit.bridge.source import ModelSource\n"
+        f"e = Engine(ModelSource.open({str(tiny_model_path)!r}))\nassert e.note_on(0, wait=True)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'matplotlib'))\n"
+        "print(','.join(bad))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ""
+
+
+def test_no_audio_device_falls_back_to_files(tiny_model_path: Path, tmp_path: Path) -> None:
+    from kickit.bridge.app import Bridge, BridgeOptions
+
+    b = Bridge(BridgeOptions(model=tiny_model_path, midi_in=None, osc_port=None, device="no-such-device-xyz",
+                             out_dir=tmp_path / "hits"))
+    assert b.output == "files" and "writing each hit as a WAV file" in b.notes[0]
+    assert ("no-such-device-xyz" in b.notes[0] or "no audio output" in b.notes[0]) and str(tmp_path) in b.notes[0]
+    b.start()
+    try:
+        b.controller.handle(Action("trigger", pad=4, value=1.0))
+        assert "files in" in b.status()["output"]
+    finally:
+        b.stop()
+    (f,) = (tmp_path / "hits").glob("*.wav")
+    assert f.name == "hit-00001-pad04.wav"
+
+
+def test_kickit_bridge_cli_runs_and_stops_cleanly(tiny_model_path: Path, tmp_path: Path) -> None:
+    """The real command as a user runs it without a sound card: OSC triggers -> WAV files, SIGINT -> exit 0."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from kickit.bridge.oscmap import build
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    out = tmp_path / "hits"
+    proc = subprocess.Popen([sys.executable, "-m", "kickit.cli", "bridge", "--model", str(tiny_model_path),
+                             "--files", "--out-dir", str(out), "--midi-in", "none", "--osc-port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + TIMEOUT
+        answered = False
+        while not answered and time.monotonic() < deadline and proc.poll() is None:
+            sock.sendto(build("/kickit/status"), ("127.0.0.1", port))
+            try:
+                answered = bool(sock.recvfrom(65536)[0])
+            except TimeoutError:
+                pass
+        assert answered, "the bridge did not answer /kickit/status"
+        sock.sendto(build("/kickit/pad/1/trigger", 0.5), ("127.0.0.1", port))
+        sock.sendto(b"junk", ("127.0.0.1", port))
+        sock.sendto(build("/kickit/pad/2/trigger"), ("127.0.0.1", port))
+        assert wait_files(out, 2)
+        sock.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "playing to files in" in stderr and "OSC ? dropped" in stderr and "stopped" in stderr
+
+
+def wait_files(folder: Path, n: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(folder.glob("*.wav"))) >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_velocity_layers_change_timbre_with_velocity(source: ModelSource) -> None:
+    e = Engine(source, EngineConfig(velocity_layers=3, velocity_knob=1, velocity_amount=0.6))
+    assert e.wait_ready(TIMEOUT)
+    layers = e.ready[0]
+    assert len(layers) == 3 and not np.array_equal(layers[0], layers[2])
+    knob = source.knobs[1]
+    z = source.apply_knobs(e.pads[0].latent, e.pads[0].knobs)
+    soft = source.render((z + np.float32(knob.offset(-0.6)) * knob.direction)[None])[0]
+    assert np.array_equal(layers[0], soft)
+    played: list[np.ndarray] = []
+    e.add_trigger_listener(lambda p, h, g: played.append(h))
+    e.note_on(0, 0.1)
+    e.note_on(0, 1.0)
+    assert played[0] is layers[0] and played[1] is layers[2]
+
+
+def test_hits_are_resampled_to_the_device_rate(tiny_model_path: Path, source: ModelSource) -> None:
+    s48 = ModelSource.open(tiny_model_path, 48000)
+    z = np.zeros((1, source.latent_dim), dtype=np.float32)
+    a, b = source.render(z)[0], s48.render(z)[0]
+    assert s48.rate == 48000 and abs(b.shape[1] - round(a.shape[1] * 48000 / 44100)) <= 1
+    e = Engine(s48)
+    assert e.rate == 48000
+
+
+def test_presets_and_midi_learn_through_actions(engine: Engine, tmp_path: Path) -> None:
+    ctl = Controller(engine)
+    ctl.handle(Action("preset_save", value=str(tmp_path / "x.json")))
+    assert (tmp_path / "x.json").is_file()
+    ctl.handle(Action("preset_load", value=str(tmp_path / "missing.json")))
+    assert "missing.json" in ctl.last_error and "cannot read" in ctl.last_error
+    ctl.handle(Action("preset_load", value=str(tmp_path / "x.json")))
+    assert engine.wait_ready(TIMEOUT)
+    ctl.handle(Action("learn", index=5))
+    ctl.on_midi(mido.Message("control_change", control=20, value=0), 0.0)
+    assert ctl.midimap.knob_ccs[5] == 20
+    ctl.on_midi(mido.Message("control_change", control=20, value=127), 0.0)
+    assert engine.pads[engine.selected].knobs[5] == 1.0
+    assert ctl.status()["knob_ccs"][5] == 20
+
+
+def test_a_continuous_knob_stream_still_updates_the_pad(source: ModelSource) -> None:
+    """Knob moves faster than renders: each finished render newer than the playing hit is heard at once
+    (no livelock where every render is superseded before it lands)."""
+    e = Engine(source, EngineConfig(render_threads=2))
+    e.start()
+    try:
+        assert e.wait_ready(TIMEOUT)
+        first = e.ready[0][0]
+        updates = 0
+        last = first
+        t_end = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < t_end:  # a move every 5 ms: several per render
+            e.set_knob(0, -0.9 + 1.8 * ((i * 37) % 100) / 100.0)
+            i += 1
+            if e.ready[0][0] is not last:
+                last = e.ready[0][0]
+                updates += 1
+            time.sleep(0.005)
+        assert updates >= 2, f"the pad changed {updates} times during a 2 s knob stream"
+        assert e.wait_ready(TIMEOUT)
+        z = source.apply_knobs(e.pads[0].latent, e.pads[0].knobs)
+        assert np.array_equal(e.ready[0][0], source.render(z[None])[0])  # and the last move wins
+        assert len(e.stats.knob_ready_ms) == min(i, e.stats.knob_ready_ms.maxlen)  # each move counted once
+    finally:
+        e.stop()
+
+
+def test_render_processes_give_bit_identical_hits(tiny_model_path: Path, source: ModelSource,
+                                                  tmp_path: Path) -> None:
+    from kickit.bridge.renderpool import ProcessSource
+
+    from kickit.modelfile import ModelError
+
+    ps = ProcessSource.open(tiny_model_path, 44100, processes=1)
+    try:
+        z = np.random.default_rng(4).standard_normal((3, source.latent_dim)).astype(np.float32)
+        assert np.array_equal(ps.render(z), source.render(z))
+        assert ps.weights_hash == source.weights_hash and [k.name for k in ps.knobs] == source.knob_names()
+    finally:
+        ps.close()
+    assert not any(p.is_alive() for p, _c in ps._all)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="bad.onnx"):
+        ProcessSource.open(bad, 44100, processes=1)
+
+
+def test_osc_port_in_use_is_a_clear_error_and_nothing_is_left_running(tiny_model_path: Path, tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from kickit.bridge.app import Bridge, BridgeOptions
+    from kickit.bridge.osc_server import OscError
+
+    before = set(threading.enumerate())
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        b = Bridge(BridgeOptions(model=tiny_model_path, midi_in=None, osc_port=port, output="files",
+                                 out_dir=tmp_path / "h"))
+        with pytest.raises(OscError, match=f"cannot listen on 127.0.0.1:{port}"):
+            b.start()
+    finally:
+        taken.close()
+    left = [t.name for t in threading.enumerate() if t.is_alive() and t not in before and t.name.startswith("kickit-")]
+    assert not left
