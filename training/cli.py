@@ -7,6 +7,7 @@ torch is imported inside :func:`run` only (``kickit`` builds its parser without 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads that wait for a
+    # descheduled peer made CPU steps up to 7x slower (measured). Must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from kickit.training.checkpoint import CheckpointError
     from kickit.training.config import load_config
     from kickit.training.train import TrainingDiverged, train
