@@ -29,8 +29,8 @@ from kickit import descriptors, reconstruction
 from kickit.audio import load_folder
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
-DEFAULT_CONFIGS = ("pghi:0", "pghi+fgla:1", "pghi+fgla:2", "pghi+fgla:4", "pghi+fgla:2@inf", "pghi+fgla:8@inf",
-                   "fgla:8", "fgla:32", "rtisi-la:1", "rtisi-la:2", "pghi-heap:0")
+DEFAULT_CONFIGS = ("pghi~0", "pghi", "pghi+fgla:2~0", "pghi+fgla:4@0.3~0", "pghi+fgla:1", "pghi+fgla:2",
+                   "pghi+fgla:3", "pghi+fgla:8@inf", "fgla:32", "rtisi-la:1", "pghi-heap:0")
 LIBROSA_ITERATIONS = 32
 TARGETS = {"ms": 10.0, "f0": 0.03, "decay": 0.05, "centroid": 0.10, "corr": 0.05, "speedup": 30.0}
 
@@ -44,8 +44,9 @@ def default_data() -> Path | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of real kick samples (default: tests/data/kicks of the source tree)")
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="METHOD:ITERATIONS",
-                        help=f"methods and iteration counts to measure (default: {' '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
+                        help="METHOD[:ITERATIONS][@SECONDS][~HEAP_DB] configurations to measure (SECONDS: how much FGLA "
+                        f"refines, HEAP_DB: exact-heap range, 0 = none; default: {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--limit", type=int, default=0, help="use at most this many hits (0: all)")
     parser.add_argument("--no-librosa", action="store_true", help="skip the librosa.griffinlim reference")
     parser.add_argument("--repeats", type=int, default=3, help="time each hit this many times, keep the best")
@@ -153,20 +154,26 @@ class Config:
     method: str
     iterations: int
     refine_s: float | None = None  # None: the method's own
+    heap_db: float = reconstruction.HEAP_DB  # pghi / pghi+fgla: exact heap over the cells within this of the peak
 
     @property
     def name(self) -> str:
         spec = reconstruction.METHODS[self.method]
+        heap = ""
+        if self.method in ("pghi", "pghi+fgla"):
+            heap = ", no heap" if self.heap_db == 0 else f", heap {self.heap_db:g} dB"
         if not spec.iterative:
-            return self.method
+            return f"{self.method} ({heap[2:]})" if heap else self.method
         window = self.refine_s if self.refine_s is not None else spec.refine_s
         where = "all frames" if window is None or not np.isfinite(window) else f"first {1000 * window:.0f} ms"
-        return f"{self.method} ({self.iterations} it, {where})"
+        return f"{self.method} ({self.iterations} it, {where}{heap})"
 
 
 def parse_config(text: str) -> Config:
-    """``METHOD[:ITERATIONS][@SECONDS]``; SECONDS is how much of the hit FGLA refines (``inf``: all of it)."""
-    head, _, window = text.partition("@")
+    """``METHOD[:ITERATIONS][@SECONDS][~HEAP_DB]``: SECONDS is how much of the hit FGLA refines (``inf``: all
+    of it), HEAP_DB the range of the exact heap in pghi and pghi+fgla (``0``: none)."""
+    head, _, heap = text.partition("~")
+    head, _, window = head.partition("@")
     method, _, its = head.partition(":")
     if method not in reconstruction.METHODS:
         raise ValueError(f"unknown reconstruction method {method!r} in {text!r} "
@@ -174,9 +181,12 @@ def parse_config(text: str) -> Config:
     try:
         n = int(its) if its else reconstruction.METHODS[method].default_iterations
         refine = float(window) if window else None
+        heap_db = float(heap) if heap else reconstruction.HEAP_DB
     except ValueError:
-        raise ValueError(f"bad configuration {text!r} (want METHOD[:ITERATIONS][@SECONDS])") from None
-    return Config(method, n, refine)
+        raise ValueError(f"bad configuration {text!r} (want METHOD[:ITERATIONS][@SECONDS][~HEAP_DB])") from None
+    if not (np.isfinite(heap_db) and heap_db >= 0):
+        raise ValueError(f"bad configuration {text!r}: HEAP_DB must be a finite number >= 0")
+    return Config(method, n, refine, heap_db)
 
 
 def measure(audio: np.ndarray, contract: SpectralContract, configs: list[Config], use_librosa: bool,
@@ -188,7 +198,8 @@ def measure(audio: np.ndarray, contract: SpectralContract, configs: list[Config]
     rows = []
     for cfg in configs:
         recon, ms, cpu = _time_each(lambda m, cfg=cfg: reconstruction.reconstruct(
-            m, contract, method=cfg.method, iterations=cfg.iterations, refine_s=cfg.refine_s), list(mags),
+            m, contract, method=cfg.method, iterations=cfg.iterations, refine_s=cfg.refine_s, heap_db=cfg.heap_db),
+            list(mags),
             repeats=1 if cfg.method in ("pghi-heap", "rtisi-la") else repeats)
         rows.append(Row(cfg.name, spectral_convergence(recon, mags, contract),
                         log_spectral_distance(recon, mags, contract), ms, cpu, fidelity(recon, orig, audio, contract)))

@@ -171,20 +171,16 @@ def test_malformed_osc_is_dropped_and_the_next_valid_message_works(rig) -> None:
 
 
 def test_kickit_render_matches_the_live_result(rig, tiny_model_path: Path) -> None:  # noqa: ANN001
+    """The offline render of a MIDI file equals the live capture of the same note, bit for bit.
+
+    A capture can be spoiled by a scheduling glitch on a loaded machine (a late JACK cycle), so the live side
+    is captured up to ATTEMPTS times; a real difference between the two paths fails every attempt.
+    """
     from kickit.cli import main
 
     bridge, probe, _server, tmp = rig
     engine = bridge.engine
     path = engine.save_preset(tmp / "live.json")
-    live = None
-    for _ in range(ATTEMPTS):
-        silence(probe)
-        x0 = probe.xruns
-        cap = capture_note(probe, 43, 100, COMPARE)
-        on = int(np.flatnonzero(np.max(np.abs(cap), axis=0) > 0)[0])
-        live = cap[:, on:on + COMPARE]
-        if probe.xruns == x0:
-            break
     mid = mido.MidiFile(ticks_per_beat=480)
     mid.tracks.append(mido.MidiTrack([mido.Message("note_on", note=43, velocity=100, time=0)]))
     mid.save(tmp / "one.mid")
@@ -196,7 +192,18 @@ def test_kickit_render_matches_the_live_result(rig, tiny_model_path: Path) -> No
     offline, _rate = sf.read(out, dtype="float32", always_2d=True)
     offline = offline.T
     h0 = int(np.flatnonzero(np.max(np.abs(offline), axis=0) > 0)[0])
-    assert live.shape == (2, COMPARE) and np.array_equal(live, offline[:, h0:h0 + COMPARE])
+    expected = offline[:, h0:h0 + COMPARE]
+    assert expected.shape == (2, COMPARE)
+    worst = None
+    for _ in range(ATTEMPTS):
+        silence(probe)
+        cap = capture_note(probe, 43, 100, COMPARE)
+        on = int(np.flatnonzero(np.max(np.abs(cap), axis=0) > 0)[0])
+        live = cap[:, on:on + COMPARE]
+        if live.shape == expected.shape and np.array_equal(live, expected):
+            return
+        worst = float(np.max(np.abs(live - expected))) if live.shape == expected.shape else float("inf")
+    pytest.fail(f"live capture never matched the offline render in {ATTEMPTS} attempts (last max diff {worst})")
 
 
 def test_a_lost_device_does_not_kill_the_bridge(tiny_model_path: Path, tmp_path: Path) -> None:

@@ -83,13 +83,56 @@ def test_kick_traits_kept(kicks: np.ndarray, default_out: np.ndarray) -> None:
     np.testing.assert_allclose(rec.fundamental_hz, orig.fundamental_hz, rtol=0.03)
     np.testing.assert_allclose(rec.decay_s, orig.decay_s, rtol=0.10)
     assert np.all(np.abs(rec.lr_correlation - orig.lr_correlation) < 0.15)
-    # At the original's level (the renderer normalises), the kicks stay kicks. Known exception, documented in
-    # docs/reconstruction.md: PowR_BD_1 (index 2) loses its 10 ms transient (the exact heap PGHI keeps it).
+    # At the original's level (the renderer normalises), the kicks stay kicks, PowR_BD_1's 10 ms transient
+    # included: the vectorised PGHI alone lost it, the exact heap over the strongest cells keeps it.
     level = np.abs(kicks).max(axis=(-2, -1), keepdims=True) / np.abs(default_out).max(axis=(-2, -1), keepdims=True)
     before = descriptors.kick_checks(kicks, C)["all"]
     after = descriptors.kick_checks(default_out * level, C)["all"]
     assert np.all(before)
-    assert after[[0, 1, 3]].all()
+    assert np.all(after)
+
+
+def test_heap_on_strong_cells_is_the_exact_heap(mags: np.ndarray) -> None:
+    """The restricted heap gives the reference heap's phases on the cells above its tolerance (same cells,
+    same order, same steps), i.e. it is the exact algorithm, not another approximation."""
+    mid = 0.5 * (mags[0, 0] + mags[0, 1])
+    f = reconstruction.active_frames(mags[0]) + 1
+    mid = np.ascontiguousarray(mid[:f]).astype(np.float32)
+    tol = 40.0
+    plan = reconstruction._plan(C)
+    wr, gr, big = reconstruction._phase_gradients(mid[None], C, plan, tol)
+    floor = mid.max() * np.float32(10.0 ** (-tol / 20.0))
+    cells, phase = reconstruction._heap_strong(mid, wr[0], gr[0], floor, plan, max_cells=mid.size)
+    np.testing.assert_array_equal(cells, np.flatnonzero(big[0]))
+    ref = reconstruction.pghi_heap_phase(mid, C, tol).ravel()[cells]
+    assert cells.size > 300
+    assert np.max(np.abs(np.angle(np.exp(1j * (phase - ref))))) < 1e-3
+
+
+def test_heap_cell_cap(mags: np.ndarray) -> None:
+    mid = np.ascontiguousarray(0.5 * (mags[1, 0] + mags[1, 1])).astype(np.float32)
+    plan = reconstruction._plan(C)
+    wr, gr, _ = reconstruction._phase_gradients(mid[None], C, plan, 80.0)
+    cells, phase = reconstruction._heap_strong(mid, wr[0], gr[0], np.float32(0.0), plan, max_cells=200)
+    assert 150 <= cells.size <= 200 and phase.shape == cells.shape
+    # The strongest ones: nothing left out is louder than anything kept.
+    kept = np.zeros(mid.size, bool)
+    kept[cells] = True
+    assert mid.ravel()[~kept].max() <= mid.ravel()[kept].min()
+
+
+def test_heap_improves_the_default(real_kick_paths: list[Path], mags: np.ndarray) -> None:
+    """The exact heap over the strongest cells is what takes the default under librosa's SC (bench: 0.045 vs
+    0.050 on the committed kicks; 0.062 without the heap). Per hit it can lose a little (two of the four
+    fixture kicks do), so this is judged like the bench: the median over every committed kick."""
+    every = C.decode_magnitude(C.encode(np.stack([load_hit(p, C) for p in real_kick_paths])))
+    with_heap = reconstruction.reconstruct(every, C)
+    without = reconstruction.reconstruct(every, C, heap_db=0.0)
+    sc_with = np.median(spectral_convergence(with_heap, every, C))
+    sc_without = np.median(spectral_convergence(without, every, C))
+    assert sc_with < 0.05 and sc_with < 0.85 * sc_without, (sc_with, sc_without)
+    with pytest.raises(ValueError, match="heap_db must be a finite number of dB >= 0, got -1"):
+        reconstruction.reconstruct(mags[0], C, heap_db=-1.0)
 
 
 def test_mask_respected(mags: np.ndarray) -> None:
@@ -180,16 +223,19 @@ def test_bench_recon_runs(real_kick_paths: list[Path], tmp_path: Path, capsys: p
     parser = argparse.ArgumentParser()
     parser.add_argument("--no-write", action="store_true")
     recon_bench.add_arguments(parser)
-    args = parser.parse_args(["--data", str(tmp_path), "--configs", "pghi", "pghi+fgla:2", "fgla:2@0.05",
-                              "--repeats", "1", "--limit", "1", "--no-write", "--no-librosa"])
+    args = parser.parse_args(["--data", str(tmp_path), "--configs", "pghi~0", "pghi+fgla:2", "fgla:2@0.05",
+                              "pghi+fgla:1@0.1~30", "--repeats", "1", "--limit", "1", "--no-write", "--no-librosa"])
     assert recon_bench.run(args) == 0
     out = capsys.readouterr().out
-    assert "| pghi |" in out and "pghi+fgla (2 it, first 140 ms)" in out and "fgla (2 it, first 50 ms)" in out
-    assert "Default `pghi+fgla (2 it, first 140 ms)`" in out and "librosa" not in out
+    assert "| pghi (no heap) |" in out and "| pghi+fgla (2 it, first 140 ms, heap 40 dB) |" in out
+    assert "| fgla (2 it, first 50 ms) |" in out and "| pghi+fgla (1 it, first 100 ms, heap 30 dB) |" in out
+    assert "Default `pghi+fgla (2 it, first 140 ms, heap 40 dB)`" in out and "librosa" not in out
     assert recon_bench.run(parser.parse_args(["--data", str(tmp_path / "nope"), "--no-write"])) == 2
     assert "no such folder" in capsys.readouterr().out
     assert recon_bench.run(parser.parse_args(["--data", str(tmp_path), "--configs", "magic:3", "--no-write"])) == 2
     assert "unknown reconstruction method 'magic'" in capsys.readouterr().out
+    assert recon_bench.run(parser.parse_args(["--data", str(tmp_path), "--configs", "pghi~-3", "--no-write"])) == 2
+    assert "HEAP_DB must be a finite number >= 0" in capsys.readouterr().out
 
 
 def test_librosa_reference_matches_our_stft(mags: np.ndarray) -> None:
