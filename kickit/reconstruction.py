@@ -80,11 +80,16 @@ def _plan(c: SpectralContract) -> _Plan:
 
 
 # ----- STFT on the active frames (padded coordinates) ---------------------------------------------------
-def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
-    """Time frames (..., F, n_fft) -> normalised signal in padded coordinates (..., (F - 1) * hop + n_fft)."""
+def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan, in_place: bool = False) -> np.ndarray:
+    """Time frames (..., F, n_fft) -> normalised signal in padded coordinates (..., (F - 1) * hop + n_fft).
+    ``in_place``: the frames (float32, owned by the caller) are windowed in place, sparing a copy."""
     r = c.n_fft // c.hop
     f = frames_td.shape[-2]
-    y = np.multiply(frames_td, plan.window, dtype=np.float32).reshape(*frames_td.shape[:-2], f, r, c.hop)
+    if in_place:
+        y = np.multiply(frames_td, plan.window, out=frames_td)
+    else:
+        y = np.multiply(frames_td, plan.window, dtype=np.float32)
+    y = y.reshape(*frames_td.shape[:-2], f, r, c.hop)
     out = np.zeros((*frames_td.shape[:-2], f + r - 1, c.hop), dtype=np.float32)
     for k in range(r):  # r = n_fft / hop blocks, never a loop over frames
         out[..., k : k + f, :] += y[..., :, k, :]
@@ -100,7 +105,10 @@ def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int
 
 
 def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
-    return _overlap_add(np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False), c, plan)
+    frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1)  # a new array: windowed in place
+    if frames_td.dtype != np.float32:
+        frames_td = frames_td.astype(np.float32)
+    return _overlap_add(frames_td, c, plan, in_place=True)
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
@@ -202,11 +210,12 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
     """
     h, f, b = mid.shape
     wr, gr, _ = _phase_gradients(mid, c, plan, tol_db)
-    w = wr.copy() if heap_db else wr
-    w += plan.bin_advance[:b]
-    t = np.zeros_like(w)
-    if f > 1:
-        np.cumsum(np.float32(0.5) * (w[:, 1:] + w[:, :-1]), axis=1, out=t[:, 1:])
+    w = wr + plan.bin_advance[:b]
+    # Trapezoid: t[n] = sum_{j < n} (w[j] + w[j + 1]) / 2 = cumsum(w)[n] - (w[0] + w[n]) / 2.
+    t = np.cumsum(w, axis=1)
+    w += w[:, :1]
+    w *= np.float32(0.5)
+    t -= w
     link = np.argmax(np.minimum(mid[:, :, 1:], mid[:, :, :-1]), axis=1)  # (H, B - 1)
     hi = np.arange(h)[:, None]
     mi = np.arange(b - 1)[None, :]
@@ -219,7 +228,7 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
     n_attack = min(f, int(round(ONSET_LOCK_S * c.sample_rate / c.hop))) if ONSET_LOCK_S else 0
     if n_attack:
         _lock(phase[:, :n_attack], mid[:, :n_attack], gr[:, :n_attack], b)
-    if n_attack < f:
+    if n_attack < f and not heap_db:  # with the heap, locking the low bins after the onset adds nothing
         _lock(phase[:, n_attack:], mid[:, n_attack:], gr[:, n_attack:], min(c.low_bins, b))
     if heap_db:
         floor = mid.reshape(h, -1).max(axis=1) * np.float32(10.0 ** (-min(heap_db, tol_db) / 20.0))
