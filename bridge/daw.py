@@ -110,6 +110,7 @@ class HitFiles:
         self._version[pad] = version
         path = self.folder / file_name(pad, version)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
         try:
             with os.fdopen(fd, "wb") as fh:
                 sf.write(fh, data.T, int(rate), subtype=self.subtype, format="WAV")

@@ -60,6 +60,7 @@ def save_preset(path: str | os.PathLike[str], preset: Preset) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_dict(preset), indent=1)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text + "\n")

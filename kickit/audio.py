@@ -245,6 +245,7 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int,
     if not np.all(np.isfinite(data)):
         raise AudioError(p, "refusing to write NaN or infinite samples")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
     try:
         with os.fdopen(fd, "wb") as fh:
             sf.write(fh, np.clip(data, -1.0, 1.0).T, sample_rate, subtype=subtype, format="WAV")
