@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from kickit.atomic import atomic_write
 from kickit.audio import AudioError, resample
 
 log = logging.getLogger("kickit.bridge.daw")
@@ -109,15 +109,8 @@ class HitFiles:
         version = self._version.get(pad, 0) + 1
         self._version[pad] = version
         path = self.folder / file_name(pad, version)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                sf.write(fh, data.T, int(rate), subtype=self.subtype, format="WAV")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            sf.write(fh, data.T, int(rate), subtype=self.subtype, format="WAV")
         return path
 
     def announced(self, pad: int, path: Path) -> None:

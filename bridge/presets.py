@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kickit.bridge.pads import KNOB_COUNT, MAX_SPREAD, MODES, PAD_COUNT, Pad
+
+from kickit.atomic import atomic_write
 
 PRESET_FORMAT = 1
 
@@ -59,15 +60,8 @@ def save_preset(path: str | os.PathLike[str], preset: Preset) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_dict(preset), indent=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(p, "w") as fh:
+        fh.write(text + "\n")
     return p
 
 

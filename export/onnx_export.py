@@ -18,7 +18,6 @@ import datetime as _dt
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import onnxruntime as ort
 import torch
 
 from kickit import __version__
+from kickit.atomic import atomic_write
 from kickit.modelfile import (
     FAMILIES,
     FORMAT_VERSION,
@@ -39,6 +39,7 @@ from kickit.modelfile import (
     OUTPUTS,
     Knob,
     ModelError,
+    ModelFile,
     graph_sha256,
     load_model,
     session_options,
@@ -207,20 +208,16 @@ def export_generator(
                      training=summary, parity=parity, encoder=encoder)
     final = with_metadata(data, props)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(final)
-            fh.flush()
-            os.fsync(fh.fileno())
+    loaded: list[ModelFile] = []
+
+    def check(tmp: Path) -> None:
         try:
-            model = load_model(tmp)
+            loaded.append(load_model(tmp))
         except ModelError as e:
             raise ExportError(f"the exported file fails kickit's own loader ({e.reason}); {out} was not written") \
                 from None
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    with atomic_write(out, before_replace=check) as fh:
+        fh.write(final)
+    model = loaded[0]
     return ExportResult(out, len(final), parity, model.weights_hash, list(model.knobs))

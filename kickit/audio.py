@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from kickit.atomic import atomic_write
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
 log = logging.getLogger(__name__)
@@ -244,15 +244,6 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int,
         data = data[None, :]
     if not np.all(np.isfinite(data)):
         raise AudioError(p, "refusing to write NaN or infinite samples")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; audio and presets are meant to be shared
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, np.clip(data, -1.0, 1.0).T, sample_rate, subtype=subtype, format="WAV")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(p) as fh:
+        sf.write(fh, np.clip(data, -1.0, 1.0).T, sample_rate, subtype=subtype, format="WAV")
     return p

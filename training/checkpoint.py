@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from kickit.atomic import atomic_write
 
 FORMAT = "kickit-checkpoint-1"
 LAST = "last.pt"
@@ -34,27 +35,8 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write atomically: temp file in the same folder, fsync, rename (a crash never leaves half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_write(p, fsync_dir=True) as f:
+        torch.save(ckpt, f)
     return p
 
 
