@@ -46,21 +46,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "delays the audio thread (default 2; 0 = threads in the bridge process)")
 
 
+_RANGES = (  # (option, low, high, unit)
+    ("block", 16, 8192, " frames"),
+    ("osc_port", 0, 65535, ""),
+    ("voices", 1, 256, ""),
+    ("velocity_layers", 1, 8, ""),
+    ("velocity_knob", 0, 7, ""),
+    ("render_processes", 0, 8, ""),
+    ("fresh_queue", 0, 32, ""),
+)
+
+
 def _check(args: argparse.Namespace) -> str | None:
-    if not 16 <= args.block <= 8192:
-        return f"--block {args.block}: must be 16..8192 frames"
-    if not 0 <= args.osc_port <= 65535:
-        return f"--osc-port {args.osc_port}: must be 0..65535"
-    if not 1 <= args.voices <= 256:
-        return f"--voices {args.voices}: must be 1..256"
-    if not 1 <= args.velocity_layers <= 8:
-        return f"--velocity-layers {args.velocity_layers}: must be 1..8"
-    if not 0 <= args.velocity_knob <= 7:
-        return f"--velocity-knob {args.velocity_knob}: must be 0..7"
-    if not 0 <= args.render_processes <= 8:
-        return f"--render-processes {args.render_processes}: must be 0..8"
-    if not 0 <= args.fresh_queue <= 32:
-        return f"--fresh-queue {args.fresh_queue}: must be 0..32"
+    for name, lo, hi, unit in _RANGES:
+        value = getattr(args, name)
+        if not lo <= value <= hi:
+            return f"--{name.replace('_', '-')} {value}: must be {lo}..{hi}{unit}"
     return None
 
 
