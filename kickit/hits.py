@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from kickit import reconstruction
+from kickit import blas, reconstruction
 from kickit.modelfile import ModelFile
 from kickit.spectral import SpectralContract
 
@@ -58,10 +58,12 @@ class HitRenderer:
         fade_ms: float = FADE_MS,
         workers: int = 1,
     ) -> None:
-        """``workers`` > 1 reconstructs the hits of a batch on that many threads (numpy's FFTs release the
-        GIL), e.g. 2 for offline batches on 2 cores; the bridge keeps 1 so it never competes with itself."""
+        """``workers`` > 1: a render may use that many threads (numpy's FFTs and onnxruntime release the GIL):
+        a batch pipelines inference and reconstruction, one hit synthesises its channels in parallel (2 on
+        2 cores for offline batches and for one-at-a-time rendering)."""
         if method not in reconstruction.METHODS:
             raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(reconstruction.METHODS)})")
+        blas.single_threaded()  # see kickit.blas: a multi-threaded BLAS made decoding 30x slower on 2 cores
         self.model = model
         self.contract = model.contract
         self.method = method
@@ -84,8 +86,19 @@ class HitRenderer:
         self.close()
 
     def render(self, z: np.ndarray) -> np.ndarray:
-        """Generate finished hits for latents z (B, latent) (or one latent (latent,) -> (1, 2, n))."""
-        return self.from_output(self.model.run(z))
+        """Generate finished hits for latents z (B, latent) (or one latent (latent,) -> (1, 2, n)).
+
+        With ``workers`` > 1 a batch of a spectrogram model is pipelined: this thread runs inference hit by
+        hit while the pool reconstructs the hits already inferred (onnxruntime and numpy's FFTs release the
+        GIL), and a single hit synthesises its channels on two threads."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        if self.workers == 1 or self.model.output != "spec" or len(z) <= 1:
+            return self.from_output(self.model.run(z))
+        pool = self._get_pool()
+        futures = [pool.submit(self._one, self.model.run(z[i:i + 1])[0], 1) for i in range(len(z))]
+        return np.stack([f.result() for f in futures])
 
     def render_knobs(self, z: np.ndarray, values: Sequence[float]) -> np.ndarray:
         """Hits for latents z moved by the model's knobs set to ``values`` (each in [-1, 1])."""
@@ -93,22 +106,29 @@ class HitRenderer:
 
     def from_output(self, raw: np.ndarray) -> np.ndarray:
         """Finished hits from raw model output (``spec`` (B, 2, frames, rows) or ``audio`` (B, 2, n))."""
-        kw = {"method": self.method, "iterations": self.iterations, "peak_dbfs": self.peak_dbfs,
-              "fade_ms": self.fade_ms}
         raw = np.asarray(raw, dtype=np.float32)
         n = len(raw)
-        if self.model.output != "spec" or n <= 1:
-            return render_output(raw, self.contract, self.model.output, **kw)
+        if self.model.output != "spec" or n == 0:
+            return render_output(raw, self.contract, self.model.output, **self._kw(1))
+        if n == 1:
+            return self._one(raw[0], min(self.workers, 2))[None]
         # One hit at a time: faster than one big batch (the working set stays in cache) and each hit's audio
         # is independent of what else is in the batch.
-        def one(i: int) -> np.ndarray:
-            return render_output(raw[i:i + 1], self.contract, "spec", **kw)[0]
-
         if self.workers == 1:
-            return np.stack([one(i) for i in range(n)])
+            return np.stack([self._one(raw[i], 1) for i in range(n)])
+        return np.stack(list(self._get_pool().map(lambda i: self._one(raw[i], 1), range(n))))
+
+    def _kw(self, threads: int) -> dict[str, object]:
+        return {"method": self.method, "iterations": self.iterations, "peak_dbfs": self.peak_dbfs,
+                "fade_ms": self.fade_ms, "threads": threads}
+
+    def _one(self, raw: np.ndarray, threads: int) -> np.ndarray:
+        return render_output(raw[None], self.contract, "spec", **self._kw(threads))[0]  # type: ignore[arg-type]
+
+    def _get_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kickit-recon")
-        return np.stack(list(self._pool.map(one, range(n))))
+        return self._pool
 
 
 def render_output(
@@ -120,14 +140,17 @@ def render_output(
     iterations: int | None = None,
     peak_dbfs: float = PEAK_DBFS,
     fade_ms: float = FADE_MS,
+    threads: int = 1,
 ) -> np.ndarray:
-    """Raw generator output -> finished hits; also used by the exporter on torch outputs (same path)."""
+    """Raw generator output -> finished hits; also used by the exporter on torch outputs (same path).
+    ``threads``: threads for the channels' final synthesis (bit-identical to 1)."""
+    blas.single_threaded()
     raw = np.asarray(raw, dtype=np.float32)
     if not np.all(np.isfinite(raw)):  # a model may misbehave on some latent: silence there, never a crash
         raw = np.nan_to_num(raw, nan=-1.0 if output == "spec" else 0.0, posinf=1.0, neginf=-1.0)
     if output == "spec":
         mag = contract.decode_magnitude(raw)
-        audio = reconstruction.reconstruct(mag, contract, method=method, iterations=iterations)
+        audio = reconstruction.reconstruct(mag, contract, method=method, iterations=iterations, threads=threads)
     elif output == "audio":
         audio = raw
     else:

@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of real kick samples (default: tests/data/kicks of the source tree)")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
-                        help="METHOD[:ITERATIONS][@SECONDS][~HEAP_DB] configurations to measure (SECONDS: how much FGLA "
-                        f"refines, HEAP_DB: exact-heap range, 0 = none; default: {' '.join(DEFAULT_CONFIGS)})")
+                        help="METHOD[:ITERATIONS][@SECONDS][~HEAP_DB][*THREADS] configurations to measure "
+                        "(SECONDS: how much FGLA refines, HEAP_DB: exact-heap range, 0 = none, THREADS: "
+                        f"final-synthesis threads; default: {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--limit", type=int, default=0, help="use at most this many hits (0: all)")
     parser.add_argument("--no-librosa", action="store_true", help="skip the librosa.griffinlim reference")
     parser.add_argument("--repeats", type=int, default=3, help="time each hit this many times, keep the best")
@@ -155,6 +156,7 @@ class Config:
     iterations: int
     refine_s: float | None = None  # None: the method's own
     heap_db: float = reconstruction.HEAP_DB  # pghi / pghi+fgla: exact heap over the cells within this of the peak
+    threads: int = 1  # threads for the channels' final synthesis (bit-identical results)
 
     @property
     def name(self) -> str:
@@ -162,17 +164,20 @@ class Config:
         heap = ""
         if self.method in ("pghi", "pghi+fgla"):
             heap = ", no heap" if self.heap_db == 0 else f", heap {self.heap_db:g} dB"
+        threads = f", {self.threads} threads" if self.threads > 1 else ""
         if not spec.iterative:
-            return f"{self.method} ({heap[2:]})" if heap else self.method
+            return f"{self.method} ({(heap + threads)[2:]})" if heap or threads else self.method
         window = self.refine_s if self.refine_s is not None else spec.refine_s
         where = "all frames" if window is None or not np.isfinite(window) else f"first {1000 * window:.0f} ms"
-        return f"{self.method} ({self.iterations} it, {where}{heap})"
+        return f"{self.method} ({self.iterations} it, {where}{heap}{threads})"
 
 
 def parse_config(text: str) -> Config:
-    """``METHOD[:ITERATIONS][@SECONDS][~HEAP_DB]``: SECONDS is how much of the hit FGLA refines (``inf``: all
-    of it), HEAP_DB the range of the exact heap in pghi and pghi+fgla (``0``: none)."""
-    head, _, heap = text.partition("~")
+    """``METHOD[:ITERATIONS][@SECONDS][~HEAP_DB][*THREADS]``: SECONDS is how much of the hit FGLA refines
+    (``inf``: all of it), HEAP_DB the range of the exact heap in pghi and pghi+fgla (``0``: none), THREADS the
+    threads of the channels' final synthesis (default 1)."""
+    head, _, threads = text.partition("*")
+    head, _, heap = head.partition("~")
     head, _, window = head.partition("@")
     method, _, its = head.partition(":")
     if method not in reconstruction.METHODS:
@@ -182,11 +187,15 @@ def parse_config(text: str) -> Config:
         n = int(its) if its else reconstruction.METHODS[method].default_iterations
         refine = float(window) if window else None
         heap_db = float(heap) if heap else reconstruction.HEAP_DB
+        n_threads = int(threads) if threads else 1
     except ValueError:
-        raise ValueError(f"bad configuration {text!r} (want METHOD[:ITERATIONS][@SECONDS][~HEAP_DB])") from None
+        raise ValueError(f"bad configuration {text!r} (want METHOD[:ITERATIONS][@SECONDS][~HEAP_DB][*THREADS])"
+                         ) from None
+    if n_threads < 1:
+        raise ValueError(f"bad configuration {text!r}: THREADS must be >= 1")
     if not (np.isfinite(heap_db) and heap_db >= 0):
         raise ValueError(f"bad configuration {text!r}: HEAP_DB must be a finite number >= 0")
-    return Config(method, n, refine, heap_db)
+    return Config(method, n, refine, heap_db, n_threads)
 
 
 def measure(audio: np.ndarray, contract: SpectralContract, configs: list[Config], use_librosa: bool,
@@ -198,7 +207,8 @@ def measure(audio: np.ndarray, contract: SpectralContract, configs: list[Config]
     rows = []
     for cfg in configs:
         recon, ms, cpu = _time_each(lambda m, cfg=cfg: reconstruction.reconstruct(
-            m, contract, method=cfg.method, iterations=cfg.iterations, refine_s=cfg.refine_s, heap_db=cfg.heap_db),
+            m, contract, method=cfg.method, iterations=cfg.iterations, refine_s=cfg.refine_s, heap_db=cfg.heap_db,
+            threads=cfg.threads),
             list(mags),
             repeats=1 if cfg.method in ("pghi-heap", "rtisi-la") else repeats)
         rows.append(Row(cfg.name, spectral_convergence(recon, mags, contract),

@@ -32,6 +32,7 @@ All heavy arrays are float32 / complex64 (the forward FFT runs in float64, which
 from __future__ import annotations
 
 import heapq
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -109,6 +110,40 @@ def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarra
     if frames_td.dtype != np.float32:
         frames_td = frames_td.astype(np.float32)
     return _overlap_add(frames_td, c, plan, in_place=True)
+
+
+def _cumsum_frames(w: np.ndarray) -> np.ndarray:
+    """Cumulative sum along the frame axis of (H, F, B) float32: a loop over frames of contiguous rows, twice
+    as fast as ``np.cumsum(axis=1)`` (which strides across rows) and the same sequential sums."""
+    t = w.copy()
+    for i in range(1, t.shape[1]):
+        np.add(t[:, i], t[:, i - 1], out=t[:, i])
+    return t
+
+
+def _final_synthesis(mag: np.ndarray, unit: np.ndarray, c: SpectralContract, plan: _Plan, out: np.ndarray,
+                     threads: int) -> None:
+    """Every channel's magnitude with the shared phase -> audio, written into ``out`` (H, channels, n).
+    With ``threads`` > 1 the channels are synthesised on a small pool (numpy's FFTs release the GIL): the
+    same arithmetic per channel, so the result is bit-identical to one thread."""
+    half = c.n_fft // 2
+
+    def one(ch: int) -> None:
+        y = _synthesise(mag[:, ch] * unit, c, plan)
+        n = min(c.n_samples, y.shape[-1] - half)
+        out[:, ch, :n] = y[..., half : half + n]
+
+    channels = mag.shape[1]
+    if threads > 1 and channels > 1:
+        list(_pool(min(threads, channels)).map(one, range(channels)))
+    else:
+        for ch in range(channels):
+            one(ch)
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="kickit-synth")
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
@@ -212,7 +247,7 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
     wr, gr, _ = _phase_gradients(mid, c, plan, tol_db)
     w = wr + plan.bin_advance[:b]
     # Trapezoid: t[n] = sum_{j < n} (w[j] + w[j + 1]) / 2 = cumsum(w)[n] - (w[0] + w[n]) / 2.
-    t = np.cumsum(w, axis=1)
+    t = _cumsum_frames(w)
     w += w[:, :1]
     w *= np.float32(0.5)
     t -= w
@@ -484,6 +519,7 @@ def reconstruct(
     lookahead: int = RTISI_LOOKAHEAD,
     refine_s: float | None = None,
     heap_db: float = HEAP_DB,
+    threads: int = 1,
 ) -> np.ndarray:
     """Raw bin magnitudes (..., channels, frames, n_bins) -> float32 audio (..., channels, n_samples).
 
@@ -491,7 +527,8 @@ def reconstruct(
     ``pghi-heap`` it must be 0 or None. ``refine_s``: FGLA refines only the phases of the first ``refine_s``
     seconds (None: the method's own, ``inf``: every frame). ``heap_db`` (``pghi`` and ``pghi+fgla``): the
     cells within ``heap_db`` of the hit's peak (at most ``HEAP_MAX_CELLS``) are integrated by the exact heap,
-    the rest by the vectorised approximation (0: no heap). Deterministic: the same input always gives the
+    the rest by the vectorised approximation (0: no heap). ``threads`` > 1 synthesises the channels in
+    parallel (bit-identical to 1; worth it on an idle second core). Deterministic: the same input always gives the
     same output.
     """
     if method not in METHODS:
@@ -526,10 +563,7 @@ def reconstruct(
         unit = _rtisi_la(mid, contract, plan, its, lookahead)
     else:  # pghi-heap
         unit = _pghi_heap(mid, contract, plan, tol_db)
-    half = contract.n_fft // 2
-    y = _synthesise(mag * unit[:, None], contract, plan)
-    n = min(contract.n_samples, y.shape[-1] - half)
-    out[..., :n] = y[..., half : half + n]
+    _final_synthesis(mag, unit, contract, plan, out, threads)
     return out.reshape(*lead, contract.channels, contract.n_samples)
 
 

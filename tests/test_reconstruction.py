@@ -160,6 +160,13 @@ def test_batch_equals_single(mags: np.ndarray) -> None:
             np.testing.assert_array_equal(batch[i], single)
 
 
+def test_threaded_synthesis_is_bit_identical(mags: np.ndarray, default_out: np.ndarray) -> None:
+    threaded = reconstruction.reconstruct(mags, C, threads=2)
+    np.testing.assert_array_equal(threaded, default_out)
+    one = reconstruction.reconstruct(mags[0], C, "pghi", threads=2)
+    np.testing.assert_array_equal(one, reconstruction.reconstruct(mags[0], C, "pghi"))
+
+
 def test_deterministic_and_leading_dims(mags: np.ndarray, default_out: np.ndarray) -> None:
     again = reconstruction.reconstruct(mags, C)
     np.testing.assert_array_equal(again, default_out)
