@@ -231,12 +231,16 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += ["", "## Targets", "", "| target | value | rule | verdict |", "|---|---|---|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['name']} | {_f(t['value'])} | {t['rule']} | **{t['verdict']}** |")
-    cmp_ = r.get("compare")
-    if cmp_:
-        lines += ["", f"Compared with `{cmp_['path']}` ({cmp_['name']}, same real hits: {cmp_['same_real']}):", "",
-                  f"| target | {src['name']} | {cmp_['name']} |", "|---|---|---|"]
-        for t, (value, verdict) in zip(r["targets"], cmp_["targets"], strict=True):
-            lines.append(f"| {t['name']} | {_f(t['value'])} {t['verdict']} | {_f(value)} {verdict} |")
+    cmps = r.get("compare") or []
+    if cmps:
+        lines.append("")
+        lines += [f"Compared with `{c['path']}` ({c['name']}, same real hits: {c['same_real']})" for c in cmps]
+        lines += ["", "| target | " + " | ".join([src["name"], *(c["name"] for c in cmps)]) + " |",
+                  "|---|" + "---|" * (1 + len(cmps))]
+        for i, t in enumerate(r["targets"]):
+            cells = [f"{_f(t['value'])} {t['verdict']}"] + [f"{_f(c['targets'][i][0])} {c['targets'][i][1]}"
+                                                           for c in cmps]
+            lines.append(f"| {t['name']} | " + " | ".join(cells) + " |")
 
     tr = r.get("training_reference")
     if tr:

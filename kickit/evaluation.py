@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +247,22 @@ def kit_labels(folder: Path, names: list[str], dataset: Path | None,
 
 
 # ----- the run ---------------------------------------------------------------------------------------------
+def instrument_of(source: HitSource, ref: RefPaths) -> str:
+    """Which instrument the checks are for: the reference dataset's manifest, else the model's training data
+    (model metadata), else kick."""
+    if ref.dataset is not None:
+        try:
+            got = json.loads((ref.dataset / MANIFEST).read_text(encoding="utf-8")).get("instrument")
+        except (OSError, ValueError, AttributeError):
+            got = None
+        if isinstance(got, str) and got:
+            return got
+    model = getattr(source, "model", None)
+    data = (getattr(model, "training", None) or {}).get("data") if model is not None else None
+    got = data.get("instrument") if isinstance(data, dict) else None
+    return got if isinstance(got, str) and got else "kick"
+
+
 def _features(hits: np.ndarray, contract: SpectralContract, backend: DescriptorBackend, *, keep: int,
               spectra: bool, batch: int, pool: Executor | None) -> FeatureAccumulator:
     acc = FeatureAccumulator(contract, backend, keep=keep, want_spectra=spectra)
@@ -273,7 +289,7 @@ def run_eval(
     figures: bool = True,
     backend: DescriptorBackend | None = None,
     workers: int = 1,
-    compare: Path | None = None,
+    compare: Path | Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``source`` against the real hits; writes the report folder and returns the results dict.
 
@@ -289,7 +305,7 @@ def run_eval(
 
 def _run_eval(source: HitSource, ref: RefPaths, out: Path, *, count: int, seed: int, batch: int, splits: int,
               wavs: int, figures: bool, backend: DescriptorBackend | None, pool: Executor | None,
-              compare: Path | None) -> dict[str, Any]:
+              compare: Path | Sequence[Path] | None) -> dict[str, Any]:
     from kickit import eval_report
 
     if not 2 <= count <= MAX_COUNT:
@@ -302,15 +318,16 @@ def _run_eval(source: HitSource, ref: RefPaths, out: Path, *, count: int, seed: 
         raise EvalError(f"--splits {splits}: must be at least 1")
     if wavs < 0:
         raise EvalError(f"--wavs {wavs}: must be 0 or more")
-    other = None
-    if compare is not None:
-        if not Path(compare).is_file():
-            raise EvalError(f"--compare {compare}: no such file (give an eval.json of an earlier run)")
+    others = []
+    for c in [] if compare is None else [compare] if isinstance(compare, (str, Path)) else list(compare):
+        if not Path(c).is_file():
+            raise EvalError(f"--compare {c}: no such file (give an eval.json of an earlier run)")
         try:
-            other = eval_report.load_comparison(Path(compare))
+            others.append(eval_report.load_comparison(Path(c)))
         except ValueError as e:
             raise EvalError(str(e)) from None
-    backend = backend or default_backend()
+    instrument = instrument_of(source, ref)
+    backend = backend or default_backend(instrument)
     contract = source.contract
     seeds = np.random.SeedSequence(seed).spawn(2)
     timing: dict[str, float] = {}
@@ -375,14 +392,16 @@ def _run_eval(source: HitSource, ref: RefPaths, out: Path, *, count: int, seed: 
         "heldout": str(ref.heldout),
         "train": str(ref.train) if ref.train else None,
         "dataset": str(ref.dataset) if ref.dataset else None,
+        "instrument": instrument,
+        "checks": list(backend.check_names),
         "skipped_files": held_skipped + train_skipped,
         "contract": contract.to_dict(),
         "kits_from": {"heldout": held_kits_from, "train": train_kits_from},
         "standardised_by": "all real hits, held-out and training (mean and std of each descriptor, std floored: "
                            "frechet.scale)",
     }
-    if other is not None:
-        results["compare"] = eval_report.comparison(results, other)
+    if others:
+        results["compare"] = [eval_report.comparison(results, o) for o in others]
     out.mkdir(parents=True, exist_ok=True)
     eval_report.remove_previous(out)
     t0 = time.perf_counter()
@@ -422,8 +441,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"threads for phase reconstruction and features (default {DEFAULT_WORKERS})")
     parser.add_argument("--no-figures", action="store_true", help="numbers only (no PNG figures)")
-    parser.add_argument("--compare", metavar="EVAL_JSON", default=None,
-                        help="an earlier run's eval.json (e.g. the procedural baseline) to set beside the targets")
+    parser.add_argument("--compare", metavar="EVAL_JSON", action="append", default=None,
+                        help="an earlier run's eval.json (e.g. a baseline) to set beside the targets; repeat for "
+                        "several")
     parser.add_argument("--strict", action="store_true",
                         help="exit status 1 unless every target passes (a release gate)")
 
@@ -441,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvalError(f"-o {out}: exists and is not a folder")
         results = run_eval(source, ref, out, count=args.count, seed=args.seed, batch=args.batch,
                            splits=args.splits, wavs=args.wavs, figures=not args.no_figures, workers=args.workers,
-                           compare=Path(args.compare) if args.compare else None)
+                           compare=[Path(c) for c in args.compare or []])
     except (EvalError, ModelError, AudioError, OSError) as e:
         print(f"kickit eval: {e}", file=sys.stderr)
         return 2

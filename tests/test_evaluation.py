@@ -230,12 +230,18 @@ def test_compare_sets_an_earlier_run_beside_the_targets(split: tuple[Path, Path]
     out = tmp_path / "copycat"
     assert _run(str(train), *common, "-o", str(out), "--compare", str(base / "eval.json")) == 0
     data = json.loads((out / "eval.json").read_text())
-    cmp_ = data["compare"]
+    [cmp_] = data["compare"]
     assert cmp_["name"] == "procedural" and cmp_["same_real"] == "yes"
     base_data = json.loads((base / "eval.json").read_text())
     assert [v for v, _ in cmp_["targets"]] == [t["value"] for t in base_data["targets"]]
     report = (out / "report.md").read_text()
     assert f"Compared with `{base / 'eval.json'}`" in report and "| memorisation | 1.000 FAIL | 0.000 PASS |" in report
+    # several baselines: one column each, in the order given
+    assert _run(str(train), *common, "-o", str(tmp_path / "two"), "--compare", str(base / "eval.json"),
+                "--compare", str(out / "eval.json")) == 0
+    two = json.loads((tmp_path / "two" / "eval.json").read_text())["compare"]
+    assert [c["name"] for c in two] == ["procedural", data["meta"]["source"]["name"]]
+    assert "| memorisation | 1.000 FAIL | 0.000 PASS | 1.000 FAIL |" in (tmp_path / "two" / "report.md").read_text()
     capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
