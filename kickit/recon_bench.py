@@ -30,7 +30,7 @@ from kickit.audio import load_folder
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
 DEFAULT_CONFIGS = ("pghi~0", "pghi", "pghi+fgla:2~0", "pghi+fgla:4@0.3~0", "pghi+fgla:1", "pghi+fgla:2",
-                   "pghi+fgla:3", "pghi+fgla:8@inf", "fgla:32", "rtisi-la:1", "pghi-heap:0")
+                   "pghi+fgla:2*2", "pghi+fgla:3", "pghi+fgla:8@inf", "fgla:32", "rtisi-la:1", "pghi-heap:0")
 LIBROSA_ITERATIONS = 32
 TARGETS = {"ms": 10.0, "f0": 0.03, "decay": 0.05, "centroid": 0.10, "corr": 0.05, "speedup": 30.0}
 
@@ -238,23 +238,30 @@ def render_table(rows: list[Row], orig_kick: float, n_hits: int, source: str) ->
 
 
 def check_targets(rows: list[Row], orig_kick: float) -> list[str]:
-    """Lines stating, for the default method's row, each target and whether it is met."""
+    """Lines stating, for the default method's row, each target and whether it is met. The time target is "on
+    2 cores": judged on the default with its channels synthesised on 2 threads when that row was measured."""
     spec = reconstruction.METHODS[reconstruction.DEFAULT_METHOD]
     want = Config(reconstruction.DEFAULT_METHOD, spec.default_iterations).name
     default = next((r for r in rows if r.name == want), None)
+    want2 = Config(reconstruction.DEFAULT_METHOD, spec.default_iterations, threads=2).name
+    two = next((r for r in rows if r.name == want2), None)
     ref = next((r for r in rows if r.name.startswith("librosa")), None)
     if default is None:
         return [f"(the default, `{want}`, was not among the configurations measured)"]
     s = default.summary()
     ok = lambda b: "met" if b else "NOT met"  # noqa: E731
     out = [f"Default `{default.name}`:",
-           f"- {s['ms']:.1f} ms per stereo hit, CPU {s['cpu_ms']:.1f} ms (target <= {TARGETS['ms']:.0f}, wall): "
-           f"{ok(s['ms'] <= TARGETS['ms'])}",
-           f"- fundamental error {100 * s['f0']:.1f} % (<= 3 %): {ok(s['f0'] <= TARGETS['f0'])}; decay "
-           f"{100 * s['decay']:.1f} % (<= 5 %): {ok(s['decay'] <= TARGETS['decay'])}; early centroid "
-           f"{100 * s['centroid']:.1f} % (<= 10 %): {ok(s['centroid'] <= TARGETS['centroid'])}",
-           f"- L/R correlation change {s['corr']:.3f} (<= 0.05): {ok(s['corr'] <= TARGETS['corr'])}; kick traits "
-           f"{100 * s['kick']:.0f} % vs originals {100 * orig_kick:.0f} %: {ok(s['kick'] >= orig_kick - 1e-9)}"]
+           f"- {s['ms']:.1f} ms per stereo hit on one thread, CPU {s['cpu_ms']:.1f} ms (target <= "
+           f"{TARGETS['ms']:.0f}, wall): {ok(s['ms'] <= TARGETS['ms'])}"]
+    if two is not None:
+        t = two.summary()
+        out.append(f"- {t['ms']:.1f} ms per stereo hit with the two channels synthesised on the 2 cores (same "
+                   f"audio, bit for bit): {ok(t['ms'] <= TARGETS['ms'])}")
+    out += [f"- fundamental error {100 * s['f0']:.1f} % (<= 3 %): {ok(s['f0'] <= TARGETS['f0'])}; decay "
+            f"{100 * s['decay']:.1f} % (<= 5 %): {ok(s['decay'] <= TARGETS['decay'])}; early centroid "
+            f"{100 * s['centroid']:.1f} % (<= 10 %): {ok(s['centroid'] <= TARGETS['centroid'])}",
+            f"- L/R correlation change {s['corr']:.3f} (<= 0.05): {ok(s['corr'] <= TARGETS['corr'])}; kick traits "
+            f"{100 * s['kick']:.0f} % vs originals {100 * orig_kick:.0f} %: {ok(s['kick'] >= orig_kick - 1e-9)}"]
     if ref is not None:
         r = ref.summary()
         speed = r["ms"] / max(s["ms"], 1e-9)

@@ -46,9 +46,9 @@ HANN_GAUSS_LAMBDA = 0.25645  # lambda / L^2 of the Gaussian window equivalent to
 RTISI_LOOKAHEAD = 3  # frames of look-ahead in RTISI-LA
 RANDOM_PHASE_SEED = 0
 ONSET_LOCK_S = 0.05  # s: over the onset every bin is phase-locked (transients are vertical ridges)
-ATTACK_S = 0.14  # s: what pghi+fgla refines (where PGHI leaves most of its error; docs/reconstruction.md)
+ATTACK_S = 0.12  # s: what pghi+fgla refines (where PGHI leaves most of its error; docs/reconstruction.md)
 HEAP_DB = 40.0  # dB under the hit's peak: cells above it are integrated by the exact heap (docs/reconstruction.md)
-HEAP_MAX_CELLS = 1500  # at most this many (the strongest) cells go through the heap: bounds its time per hit
+HEAP_MAX_CELLS = 1000  # at most this many (the strongest) cells go through the heap: bounds its time per hit
 _TINY = np.float32(1e-30)
 
 
