@@ -112,3 +112,12 @@ def test_non_finite_model_output_renders_as_silence_not_a_crash() -> None:
     out = render_output(spec, C, "spec")
     assert np.all(np.isfinite(out))
     assert np.abs(out[0]).max() > 0.5 and np.abs(out[1]).max() == 0.0
+
+
+def test_renderer_keeps_numpy_blas_on_one_thread(tiny_model_path: Path) -> None:
+    """A multi-threaded BLAS on busy cores made one spectrogram decode 30x slower (kickit.blas)."""
+    from threadpoolctl import threadpool_info
+
+    HitRenderer(load_model(tiny_model_path))
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
