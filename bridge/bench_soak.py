@@ -17,7 +17,9 @@ from kickit.benchdoc import write_section
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model file (default: the shipped model, else tests' tiny model)")
-    p.add_argument("--seconds", type=float, default=600.0, help="length of the run (default 600)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, help="length of the run in seconds (default 600)")
+    length.add_argument("--minutes", type=float, help="length of the run in minutes")
     p.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
 
 
@@ -38,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if model is None:
         print("kickit bench soak: no model (pass --model FILE.onnx)", file=sys.stderr)
         return 2
+    seconds = args.minutes * 60.0 if args.minutes is not None else (args.seconds or 600.0)
+    if seconds <= 0:
+        print(f"kickit bench soak: the run length must be positive, got {seconds:g} s", file=sys.stderr)
+        return 2
     try:
-        r = bench_latency.measure(Path(model), args.seconds, args.period, 44100, 0.1, 0.05)
+        r = bench_latency.measure(Path(model), seconds, args.period, 44100, 0.1, 0.05)
     except (RuntimeError, OSError, ImportError) as e:
         print(f"kickit bench soak: {e}", file=sys.stderr)
         return 1

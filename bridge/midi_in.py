@@ -102,6 +102,84 @@ def match_port(wanted: str, names: list[str]) -> str | None:
     return None
 
 
+_LENGTHS = {0x80: 3, 0x90: 3, 0xA0: 3, 0xB0: 3, 0xC0: 2, 0xD0: 2, 0xE0: 3}  # channel messages, by status
+_COMMON = {0xF1: 2, 0xF2: 3, 0xF3: 2, 0xF6: 1}  # system common messages
+MAX_SYSEX = 4096  # bytes; a longer system exclusive message is discarded (counted)
+OPEN_SETTLE = 0.1  # seconds after connecting a named port before it counts as open
+
+
+class MidiStream:
+    """MIDI bytes as they arrive (one driver event at a time) -> complete messages; pure logic.
+
+    Handles what a raw byte stream can hold and :func:`mido.Message.from_bytes` refuses: running status
+    (data bytes after a channel message repeat its status, also across events), several messages in one event,
+    real-time bytes anywhere (ignored: the bridge has no use for clock or transport), system exclusive split
+    over events (counted in ``sysex`` and never passed on; over :data:`MAX_SYSEX` bytes also counted in
+    ``dropped``). A partial message cut by a new status byte, a stray data byte or an undefined status is
+    dropped and counted; nothing here ever raises or grows without bound.
+    """
+
+    def __init__(self, max_sysex: int = MAX_SYSEX) -> None:
+        self.max_sysex = max_sysex
+        self.running: int | None = None
+        self.pending: list[int] = []
+        self.need = 0
+        self.sysex_len: int | None = None  # bytes of the system exclusive message being received
+        self.sysex = 0
+        self.dropped = 0
+
+    def reset(self) -> None:
+        """Forget a partial message and the running status (a reopened port starts a new stream)."""
+        self.running, self.pending, self.sysex_len = None, [], None
+
+    def _status(self, b: int) -> None:
+        if self.pending:
+            self.dropped += 1  # cut short by a new status byte
+        self.pending = []
+        if self.sysex_len is not None:  # a status byte ends an unterminated system exclusive message
+            self.sysex_len = None
+            self.dropped += 1
+        if b < 0xF0:
+            self.running, self.pending, self.need = b, [b], _LENGTHS[b & 0xF0]
+        elif b == 0xF0:
+            self.running, self.sysex_len = None, 0
+        elif b in _COMMON:
+            self.running, self.pending, self.need = None, [b], _COMMON[b]
+        else:  # 0xF4, 0xF5 (undefined), a lone 0xF7
+            self.running = None
+            self.dropped += 1
+
+    def feed(self, data: bytes | list[int]) -> list[bytes]:
+        out: list[bytes] = []
+        for b in data:
+            b &= 0xFF
+            if b >= 0xF8:  # real time: may appear anywhere, changes nothing
+                continue
+            if b == 0xF7 and self.sysex_len is not None:
+                if self.sysex_len > self.max_sysex:
+                    self.dropped += 1
+                self.sysex += 1
+                self.sysex_len = None
+                continue
+            if b >= 0x80:
+                self._status(b)
+            elif self.sysex_len is not None:
+                self.sysex_len += 1
+                continue
+            elif self.pending:
+                self.pending.append(b)
+            elif self.running is not None:
+                self.pending = [self.running, b]
+                self.need = _LENGTHS[self.running & 0xF0]
+            else:
+                self.dropped += 1  # a data byte with no status to belong to
+                continue
+            if self.pending and len(self.pending) == self.need:
+                out.append(bytes(self.pending))
+                self.pending = []
+        return out
+
+
 class MidiInput:
     """Opens the port, calls ``handler(message, arrival perf_counter())`` from rtmidi's thread, and watches a
     named port: when it disappears it is closed and reopened as soon as it is back."""
@@ -124,18 +202,48 @@ class MidiInput:
         self.port_name: str | None = None
         self.errors = 0
         self.reopens = 0
-        self.received = 0
+        self.received = 0  # complete messages passed to the handler
+        self.stream = MidiStream()
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
 
-    def _callback(self, msg: Any) -> None:
+    def _raw(self, event: Any, _data: Any = None) -> None:
+        """rtmidi's callback: ``event`` is (bytes of one driver event, delta time)."""
         stamp = time.perf_counter()
+        try:
+            messages = self.stream.feed(event[0])
+        except Exception:  # defensive: nothing a device sends may stop rtmidi's thread
+            self.errors += 1
+            return
+        import mido
+
+        for raw in messages:
+            try:
+                msg = mido.Message.from_bytes(raw)
+            except (ValueError, TypeError):
+                self.stream.dropped += 1
+                continue
+            self._callback(msg, stamp)
+
+    def _callback(self, msg: Any, stamp: float | None = None) -> None:
+        stamp = time.perf_counter() if stamp is None else stamp
         self.received += 1
         try:
             self.handler(msg, stamp)
         except Exception:  # a bad message or handler bug must not kill rtmidi's thread
             self.errors += 1
             log.exception("MIDI handler failed on %s", msg)
+
+    def counters(self) -> dict[str, Any]:
+        return {"midi_received": self.received, "midi_sysex": self.stream.sysex, "midi_dropped": self.stream.dropped,
+                "midi_errors": self.errors, "midi_reopens": self.reopens}
+
+    def _rtmidi_in(self) -> Any:
+        import rtmidi
+
+        m = rtmidi.MidiIn(getattr(rtmidi, f"API_{self.api}"), name=self.client_name)
+        m.ignore_types(sysex=False, timing=True, active_sense=True)  # sysex is counted (and skipped) here
+        return m
 
     def input_names(self) -> list[str]:
         try:
@@ -145,15 +253,21 @@ class MidiInput:
             return []
 
     def _open(self) -> bool:
+        m = self._rtmidi_in()
+        self.stream.reset()  # a reopened port starts a new byte stream (the counters go on)
+        m.set_callback(self._raw)  # before the port opens: nothing that arrives is left in rtmidi's queue
         if self.virtual:
-            self.port = self.backend.open_input(self.client_name, virtual=True, client_name=self.client_name,
-                                                 callback=self._callback)
-            self.port_name = self.client_name
-            return True
-        name = match_port(self.wanted, [n for n in self.input_names() if self.client_name not in n])
-        if name is None:
-            return False
-        self.port = self.backend.open_input(name, callback=self._callback)
+            m.open_virtual_port(self.client_name)
+            name = self.client_name
+        else:
+            ports = list(m.get_ports())
+            name = match_port(self.wanted, [n for n in ports if self.client_name not in n])
+            if name is None:
+                m.delete()
+                return False
+            m.open_port(ports.index(name))
+            time.sleep(OPEN_SETTLE)  # the connection takes effect in a later cycle of the MIDI system
+        self.port = m
         self.port_name = name
         return True
 
@@ -188,7 +302,9 @@ class MidiInput:
         p, self.port = self.port, None
         if p is not None:
             try:
-                p.close()
+                p.cancel_callback()
+                p.close_port()
+                p.delete()
             except Exception as e:
                 log.debug("closing MIDI input: %s", e)
 

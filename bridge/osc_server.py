@@ -17,6 +17,8 @@ from kickit.bridge.oscmap import Dropped, build, parse_datagram
 
 log = logging.getLogger("kickit.bridge")
 
+RCVBUF = 1 << 20  # bytes of socket receive buffer asked for
+
 
 class OscError(RuntimeError):
     pass
@@ -27,6 +29,10 @@ class OscServer:
         self.controller = controller
         self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # room for bursts (a flood is read as fast as it comes; the kernel caps this at rmem_max)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        except OSError:
+            pass
         try:
             self.sock.bind((host, port))
         except OSError as e:
@@ -76,8 +82,8 @@ class OscServer:
             if item.kind == "connect":
                 self.client = (sender[0] if sender is not None else "127.0.0.1", item.value)
                 self.controller.announce()
+            self.handled += 1  # counted first: a /kickit/status reply includes itself
             self.controller.handle(item, stamp)
-            self.handled += 1
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -98,4 +104,5 @@ class OscServer:
                 log.exception("OSC handling failed")
 
     def counters(self) -> dict[str, Any]:
-        return {"osc_received": self.received, "osc_dropped": self.dropped, "osc_errors": self.errors}
+        return {"osc_received": self.received, "osc_handled": self.handled, "osc_dropped": self.dropped,
+                "osc_errors": self.errors}

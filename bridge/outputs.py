@@ -14,7 +14,6 @@ import logging
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +104,62 @@ def _disable_portaudio_exit_handler() -> None:
     atexit.unregister(sd._exit_handler)
 
 
+_abandoned: list[Any] = []  # streams of a PortAudio instance given up on: kept referenced, never called again
+_generation = [0]  # bumped each time sounddevice is switched to a fresh PortAudio instance
+
+
+def _portaudio_path() -> Path | None:
+    """The file of the PortAudio library loaded in this process (from /proc/self/maps; Linux only). Copies
+    loaded by :func:`fresh_portaudio` are deleted at once, so this is the original library file."""
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            parts = line.split(None, 5)
+            if len(parts) == 6 and "libportaudio" in Path(parts[5]).name:
+                path = Path(parts[5].strip())
+                if path.is_file():
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def fresh_portaudio(stale: Any) -> None:
+    """Switch sounddevice to a new, independent PortAudio instance, abandoning ``stale`` (a stream) and the
+    instance it belongs to.
+
+    Why: when a JACK server dies under a running stream, PortAudio's JACK host API (pa_jack.c ``RealStop``)
+    waits up to 10 minutes for a process cycle that never comes before it stops the stream, and
+    ``Pa_Terminate`` stops every open stream first; so that instance can be neither closed nor re-initialised
+    in time. A private copy of the library file loads as a separate instance (its own globals, its own JACK
+    client), which sees the restarted server. Costs one abandoned instance (a few MB) per server death.
+    Raises OutputError when this is not possible (no /proc, library not found).
+    """
+    import shutil
+    import tempfile
+
+    sd = _sd()
+    src = _portaudio_path()
+    if src is None or not src.is_file():
+        raise OutputError("cannot locate the PortAudio library file to start a fresh instance")
+    folder = Path(tempfile.mkdtemp(prefix="kickit-portaudio-"))
+    copy = folder / f"libportaudio-{_generation[0] + 1}.so"
+    try:
+        shutil.copyfile(src, copy)
+        lib = sd._ffi.dlopen(str(copy))
+    except OSError as e:
+        raise OutputError(f"cannot load a fresh PortAudio instance from {copy} ({e})") from None
+    finally:
+        copy.unlink(missing_ok=True)  # the mapping stays valid; nothing is left on disk
+        shutil.rmtree(folder, ignore_errors=True)
+    _abandoned.append((sd._lib, stale))
+    _disable_portaudio_exit_handler()  # the old instance must never be terminated (it would hang)
+    _generation[0] += 1
+    sd._last_callback = None  # the exit handler would stop the stale stream through the new library
+    sd._lib = lib
+    sd._initialized = 0
+    sd._initialize()
+
+
 class DeviceSink:
     """Stereo float32 output stream whose callback mixes the engine's voices."""
 
@@ -116,6 +171,7 @@ class DeviceSink:
         self.block = int(block)
         self.xruns = 0
         self.callbacks = 0
+        self.callback_errors = 0  # exceptions caught in the callback outside the mixer (which counts its own)
         self.reconnects = 0
         self.device_name = "?"
         self.stream = None
@@ -132,10 +188,17 @@ class DeviceSink:
         return int(round(info["default_samplerate"]))
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        if status:
-            self.xruns += 1
-        self.callbacks += 1
-        self.engine.process(outdata)
+        try:
+            if status:
+                self.xruns += 1
+            self.callbacks += 1
+            self.engine.process(outdata)
+        except Exception:  # counted, never raised: an exception would stop the stream
+            self.callback_errors += 1
+            try:
+                outdata.fill(0.0)
+            except Exception:
+                pass
 
     def _finished(self) -> None:
         if not self._stopping:
@@ -176,13 +239,22 @@ class DeviceSink:
                 return
             if not lost:
                 continue
-            log.warning("audio device %r lost; reconnecting by name (state kept)", self.device_name)
+            name = self.device_name
+            log.warning("audio device %r lost; reconnecting by name (state kept)", name)
+            self.error = f"audio device {name!r} lost; waiting for it to come back (MIDI, OSC and pads keep running)"
+            stale = self.stream
             if not self._close_stream():
-                self.error = (f"audio device {self.device_name!r} lost and PortAudio cannot release it (JACK "
-                              "server gone?); MIDI, OSC and all pads keep running: restart the bridge to play "
-                              "to the device again")
-                log.error("%s", self.error)
-                return
+                # PortAudio cannot release a stream whose JACK server died (for 10 minutes): leave that
+                # instance behind and continue with a fresh one (the engine and its state are untouched)
+                try:
+                    fresh_portaudio(stale)
+                    self._stuck = False
+                    log.info("audio: PortAudio could not release the lost stream; continuing on a fresh instance")
+                except OutputError as e:
+                    self.error = (f"audio device {name!r} lost and PortAudio cannot release it ({e}); MIDI, OSC "
+                                  "and all pads keep running: restart the bridge to play to the device again")
+                    log.error("%s", self.error)
+                    return
             while not self._stopping:
                 if not _guarded(rescan_devices, 5.0):
                     self.error = "PortAudio hangs re-initialising; restart the bridge"
@@ -196,7 +268,8 @@ class DeviceSink:
                     break
                 except OutputError as e:
                     log.debug("reconnect failed: %s", e)
-                    time.sleep(1.0)
+                    self._lost.wait(1.0)
+                    self._lost.clear()
 
     def _close_stream(self, timeout: float = 2.0) -> bool:
         """Abort and close the stream; False when PortAudio hangs doing it (it does when a JACK server dies):
@@ -204,11 +277,13 @@ class DeviceSink:
         s, self.stream = self.stream, None
         if s is None:
             return True
+        generation = _generation[0]
 
         def close() -> None:
             try:
                 s.abort()
-                s.close()
+                if _generation[0] == generation:  # never through another PortAudio instance than its own
+                    s.close()
             except Exception as e:  # a dead device can fail to close; the stream object is dropped anyway
                 log.debug("closing the stream: %s", e)
 
@@ -217,6 +292,7 @@ class DeviceSink:
         self._stuck = True
         _disable_portaudio_exit_handler()
         return False
+
     def stop(self) -> None:
         self._stopping = True
         self._lost.set()
@@ -231,6 +307,7 @@ class DeviceSink:
 
     def counters(self) -> dict[str, Any]:
         return {"xruns": self.xruns, "reconnects": self.reconnects, "output_error": self.error,
+                "output_callback_errors": self.callback_errors,
                 "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
 
 

@@ -197,5 +197,9 @@ class Mixer:
             self.callback_errors += 1
             try:
                 out.fill(0.0)
+                for v in range(self.max_voices):  # a voice that raised would raise in every later block
+                    self.hit[v] = None
+                    self.pad[v] = -1
+                    self.release_left[v] = 0
             except Exception:
                 pass

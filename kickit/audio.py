@@ -197,13 +197,16 @@ def iter_audio_files(root: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def iter_other_files(root: str | os.PathLike[str]) -> Iterator[Path]:
-    """Files under a folder that :func:`iter_audio_files` passes over (not hidden), sorted."""
+    """Files under a folder that :func:`iter_audio_files` passes over (not hidden), sorted: other files, and
+    entries that are neither files nor folders (FIFOs, sockets, devices, broken links), whatever their names."""
     p = Path(root)
     if p.is_file():
         return
     for f in sorted(p.rglob("*")):
         rel = f.relative_to(p).parts
-        if f.is_file() and f.suffix.lower() not in AUDIO_SUFFIXES and not any(x.startswith(".") for x in rel):
+        if any(x.startswith(".") for x in rel):
+            continue
+        if (f.is_file() and f.suffix.lower() not in AUDIO_SUFFIXES) or not (f.is_file() or f.is_dir()):
             yield f
 
 

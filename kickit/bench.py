@@ -11,6 +11,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "render": ("kickit.export.bench", "model inference + reconstruction per hit and per batch"),
     "latency": ("kickit.bridge.bench_latency", "note-on -> first sample and knob -> ready on a real JACK server"),
     "soak": ("kickit.bridge.bench_soak", "long run with random knob and note traffic: RSS growth and xruns"),
+    "flood": ("kickit.bridge.bench_flood", "OSC flood (2000 datagrams/s, half hostile) while notes play"),
     "train": ("kickit.training.bench", "training throughput (steps/s, hits/s)"),
     "daw": ("kickit.max_for_live.bench", "DAW mode: Max for Live knob move -> new hit file announced"),
     "eval": ("kickit.eval_bench", "kickit eval run time for 500 hits (render, descriptors, statistics, report)"),

@@ -249,6 +249,10 @@ def _scan(sources: Sequence[str | os.PathLike[str]], instrument: str, exclude: P
         for f in iter_other_files(root):
             if (f.name == SOURCES_FILE and f.parent == base) or _inside(f, exclude):
                 continue
+            if not f.is_file():
+                scan.skipped.append({"path": str(f), "reason": "not a regular file (FIFO, socket, device or broken "
+                                                              "link)"})
+                continue
             scan.skipped.append({"path": str(f), "reason": f"not an audio file (suffix {f.suffix or 'none'!r}; "
                                                           f"reads {', '.join(AUDIO_SUFFIXES)})"})
     return scan
