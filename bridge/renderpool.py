@@ -15,13 +15,12 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import sys
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+from kickit.bridge import memory
 from kickit.bridge.source import ModelSource
 
 log = logging.getLogger("kickit.bridge")
@@ -31,33 +30,12 @@ class RenderProcessError(RuntimeError):
     pass
 
 
-TRIM_EVERY = 64  # renders between returns of freed heap memory to the OS (glibc only)
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None elsewhere. Each render allocates and frees a few MB of arrays of
-    varying sizes; glibc keeps the freed pages, and over a long session the helper processes' RSS crept up
-    (soak: +8 MiB in 10 min) without any live object behind it. Trimming every few renders gives them back."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
 def _child(path: str, rate: int, conn: Connection) -> None:
     try:
         os.nice(5)
     except OSError:
         pass
-    trim = _malloc_trim()
-    renders = 0
+    memory.pin_mmap_threshold()
     try:
         src = ModelSource.open(path, rate)
     except Exception as e:  # reported to the parent, which refuses the model
@@ -75,9 +53,6 @@ def _child(path: str, rate: int, conn: Connection) -> None:
             conn.send(("ok", src.render(z)))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
-        renders += 1
-        if trim is not None and renders % TRIM_EVERY == 0:
-            trim()
 
 
 class ProcessSource:
