@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kickit.bridge.control import Controller
 from kickit.bridge.engine import Engine, EngineConfig
+from kickit.bridge.groups import GroupSpec, check_groups
 from kickit.bridge.midi_in import MidiError, MidiInput
 from kickit.bridge.midimap import MidiMap
 from kickit.bridge.osc_server import OscServer
@@ -44,6 +45,7 @@ class BridgeOptions:
     velocity_amount: float = 0.5
     midi_client_name: str = "kickit"
     render_processes: int = 2  # with an audio device: render in this many child processes (0: threads)
+    groups: list[GroupSpec] = field(default_factory=list)  # pad groups with their own model (docs/bridge.md)
 
 
 class Bridge:
@@ -82,14 +84,21 @@ class Bridge:
         self.engine = Engine(source, cfg, pad_map)
         self.controller = Controller(self.engine, MidiMap(pad_map), extra_status=self._extra_status,
                                      open_source=self.open_source)
-        if opts.preset is not None:
-            try:
+        try:
+            for spec, pads in zip(opts.groups, check_groups(opts.groups, pad_map), strict=True):
+                self.controller.add_group(spec.name, pads, spec.model)
+            if opts.preset is not None:
+                self.notes.extend(self.controller.preset_groups(opts.preset))
                 self.notes.extend(self.engine.load_preset(opts.preset))
-            except BaseException:
-                close = getattr(source, "close", None)
-                if close is not None:
-                    close()
-                raise
+        except BaseException:
+            self._close_sources()
+            raise
+
+    def _close_sources(self) -> None:
+        for src in [self.engine.source, *self.engine.group_sources]:
+            close = getattr(src, "close", None)
+            if close is not None:
+                close()
 
     def _make_sink(self) -> Sink:
         if self.output == "device":
@@ -136,9 +145,7 @@ class Bridge:
                     log.debug("stopping %s: %s", type(part).__name__, e)
         self.midi = self.osc = self.sink = None
         self.engine.stop()
-        close = getattr(self.engine.source, "close", None)
-        if close is not None:
-            close()
+        self._close_sources()
 
     def _extra_status(self) -> dict[str, Any]:
         s: dict[str, Any] = {"output": self.sink.describe() if self.sink else "-",
@@ -148,6 +155,8 @@ class Bridge:
             s.update(self.sink.counters())
         if self.osc is not None:
             s.update(self.osc.counters())
+        if self.midi is not None:
+            s.update(self.midi.counters())
         return s
 
     def status(self) -> dict[str, Any]:

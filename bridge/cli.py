@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="audio output device name (substring ok; default: the system default)")
     p.add_argument("--block", type=int, default=128, help="audio block size in frames (default 128)")
     p.add_argument("--pads", default="36-51", help="MIDI notes of pads 0..15, e.g. 36-51 (default)")
+    p.add_argument("--group", action="append", default=[], metavar="NAME=MODEL:NOTES",
+                   help="a pad group with its own model, e.g. snare=snare-v1.onnx:40-43 (the pads of MIDI notes "
+                        "40..43 play snare-v1.onnx with its own knobs); repeatable")
     p.add_argument("--preset", type=Path, help="preset JSON to start from")
     p.add_argument("--out-dir", type=Path, default=Path("kickit-hits"),
                    help="where hits go as WAV files when there is no audio device (default ./kickit-hits)")
@@ -67,11 +70,14 @@ def _check(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from kickit.bridge.app import Bridge, BridgeOptions
+    from kickit.bridge.groups import parse_group
+    from kickit.bridge.memory import pin_mmap_threshold
     from kickit.bridge.renderpool import RenderProcessError
     from kickit.bridge.status import StatusPanel
 
     from kickit.modelfile import ModelError, default_model_path
 
+    pin_mmap_threshold()  # hours of renders without resident-memory creep (kickit.bridge.memory)
     err = _check(args)
     if err:
         print(f"kickit bridge: {err}", file=sys.stderr)
@@ -81,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         print("kickit bridge: no model given and the default model (kick-v1.onnx) is not installed; "
               "pass one with --model FILE.onnx", file=sys.stderr)
         return 2
+    try:
+        groups = [parse_group(g) for g in args.group]
+    except ValueError as e:
+        print(f"kickit bridge: --group {e}", file=sys.stderr)
+        return 2
     output = "daw" if args.daw is not None else ("files" if args.files else "auto")
     opts = BridgeOptions(
         model=Path(model), midi_in=None if args.midi_in == "none" else args.midi_in, midi_api=args.midi_api,
@@ -88,11 +99,12 @@ def run(args: argparse.Namespace) -> int:
         pads=args.pads, preset=args.preset, out_dir=args.out_dir, output=output, daw_dir=args.daw,
         seed=args.seed, voices=args.voices, choke=args.choke, fresh_queue=args.fresh_queue,
         velocity_layers=args.velocity_layers, velocity_knob=args.velocity_knob,
-        render_processes=args.render_processes,
+        render_processes=args.render_processes, groups=groups,
     )
     try:
         bridge = Bridge(opts)
-        print(f"kickit bridge: rendering 16 pads with {opts.model.name} ...", file=sys.stderr)
+        models = ", ".join([opts.model.name] + [f"{g.name}: {g.model.name}" for g in groups])
+        print(f"kickit bridge: rendering 16 pads with {models} ...", file=sys.stderr)
         bridge.start()
     except (ModelError, PresetError, OutputError, MidiError, OscError, RenderProcessError, ValueError) as e:
         print(f"kickit bridge: {e}", file=sys.stderr)

@@ -31,7 +31,7 @@ import numpy as np
 from kickit.bridge import pads as padlib
 from kickit.bridge.oscmap import Action
 from kickit.bridge.pads import KNOB_COUNT, PAD_COUNT, Pad, PadMap
-from kickit.bridge.presets import Preset, load_preset, save_preset
+from kickit.bridge.presets import Preset, PresetGroup, load_preset, save_preset
 from kickit.bridge.source import HitSource, freeze
 from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, EventRing, Mixer
 
@@ -83,6 +83,10 @@ class Engine:
         self.pad_map = pad_map or PadMap()
         self.seed = int(self.config.seed)
         self.pads: list[Pad] = padlib.initial_pads(self.seed, source.latent_dim)
+        # pad groups (docs/bridge.md): group 0 "main" plays self.source; group g > 0 plays group_sources[g]
+        self.group_names: list[str] = ["main"]
+        self.group_sources: list[HitSource | None] = [None]
+        self.pad_group: list[int] = [0] * PAD_COUNT
         self.selected = 0
         self.ring = EventRing()
         self.mixer = Mixer(self.config.voices, self.config.max_block, self.ring, choke=self.config.choke)
@@ -177,15 +181,21 @@ class Engine:
             log.exception("hit listener failed")
 
     # ----- rendering (worker thread or synchronous) --------------------------------------------------
+    def source_of(self, p: int) -> HitSource:
+        """The source (model) that renders pad ``p``: its group's."""
+        g = self.pad_group[p]
+        return self.source if g == 0 else self.group_sources[g]  # type: ignore[return-value]
+
     def _pad_z(self, p: int) -> np.ndarray:
         pad = self.pads[p]
-        return self.source.apply_knobs(pad.latent, pad.knobs)
+        return self.source_of(p).apply_knobs(pad.latent, pad.knobs)
 
-    def _layer_zs(self, z: np.ndarray) -> np.ndarray:
+    def _layer_zs(self, z: np.ndarray, source: HitSource | None = None) -> np.ndarray:
         cfg = self.config
-        if cfg.velocity_layers <= 1 or not self.source.knobs:
+        knobs = (source or self.source).knobs
+        if cfg.velocity_layers <= 1 or not knobs:
             return z[None, :]
-        knob = self.source.knobs[min(cfg.velocity_knob, len(self.source.knobs) - 1)]
+        knob = knobs[min(cfg.velocity_knob, len(knobs) - 1)]
         offs = padlib.layer_offsets(cfg.velocity_layers, cfg.velocity_amount)
         return np.stack([z + np.float32(knob.offset(o)) * knob.direction for o in offs]).astype(np.float32)
 
@@ -216,22 +226,23 @@ class Engine:
             if self._dirty:
                 # knob moves first (oldest first), then initial renders; a few pads per batch so that several
                 # workers share a full re-render (start-up, preset load)
-                jobs = sorted(self._dirty.items(), key=lambda j: (j[1] == 0.0, j[1], j[0]))[:BATCH_PADS]
+                jobs = sorted(self._dirty.items(), key=lambda j: (j[1] == 0.0, j[1], j[0]))
+                source = self.source_of(jobs[0][0])  # one batch renders pads of one model (pad group)
+                jobs = [j for j in jobs if self.source_of(j[0]) is source][:BATCH_PADS]
                 for p, _stamp in jobs:
                     del self._dirty[p]
-                source = self.source
-                zs = [(p, stamp, self._gen[p], self._layer_zs(self._pad_z(p))) for p, stamp in jobs]
+                zs = [(p, stamp, self._gen[p], self._layer_zs(self._pad_z(p), source)) for p, stamp in jobs]
                 kind = "ready"
             else:
                 p = self._fresh_wanted() if fresh else None
                 if p is None:
                     return False
-                source = self.source
+                source = self.source_of(p)
                 k = self._fresh_next[p]
                 self._fresh_next[p] = k + 1
                 pad = self.pads[p]
                 z = padlib.fresh_latent(self._pad_z(p), pad.spread, self.seed, p, k)
-                zs = [(p, k, self._gen[p], self._layer_zs(z))]
+                zs = [(p, k, self._gen[p], self._layer_zs(z, source))]
                 kind = "fresh"
             self._busy += 1
         try:
@@ -256,7 +267,7 @@ class Engine:
             for p, tag, gen, z in zs:
                 layers = tuple(freeze(h) for h in hits[i:i + len(z)])
                 i += len(z)
-                if source is not self.source:
+                if source is not self.source_of(p):
                     continue  # rendered with a model that was swapped out meanwhile
                 if kind == "ready":
                     # Newer than what plays now: store it even if the pad changed again meanwhile (that change
@@ -339,7 +350,7 @@ class Engine:
             k = self._fresh_next[p]
             self._fresh_next[p] = k + 1
             z = padlib.fresh_latent(self._pad_z(p), self.pads[p].spread, self.seed, p, k)
-            hits = self._render(self.source, self._layer_zs(z))
+            hits = self._render(self.source_of(p), self._layer_zs(z, self.source_of(p)))
             if hits is None:
                 return
             self._fresh[p].append((self._gen[p], k, tuple(freeze(h) for h in hits)))
@@ -418,8 +429,19 @@ class Engine:
         """Bake the knob offsets into the pad's latent and zero its knobs (the sound does not change)."""
         with self._lock:
             p = self.pads[pad]
-            p.latent = self.source.apply_knobs(p.latent, p.knobs).astype(np.float32)
+            p.latent = self.source_of(pad).apply_knobs(p.latent, p.knobs).astype(np.float32)
             p.knobs = [0.0] * KNOB_COUNT
+
+    def set_latent(self, pad: int, z: np.ndarray) -> None:
+        """Put latent ``z`` on the pad (an encoded sample), knobs to 0; the pad is re-rendered."""
+        z = np.asarray(z, dtype=np.float32).reshape(-1)
+        with self._lock:
+            dim = self.source_of(pad).latent_dim
+            if z.shape != (dim,) or not np.all(np.isfinite(z)):
+                raise ValueError(f"pad {pad}: latent of shape {z.shape} does not fit its model ({dim} values)")
+            self.pads[pad].latent = z.copy()
+            self.pads[pad].knobs = [0.0] * KNOB_COUNT
+            self._touch(pad)
 
     def set_seed(self, seed: int) -> None:
         """Seed of later /new latents and fresh variations (existing pads keep their latents)."""
@@ -441,27 +463,71 @@ class Engine:
             for p in range(PAD_COUNT):
                 self._touch(p, 0.0)
 
-    def swap_source(self, source: HitSource) -> None:
-        """Hot swap to another model: render every pad with it off the audio path, then swap them all at once.
-        The old hits play until the swap; a latent size change starts from fresh seeded pads."""
+    def swap_source(self, source: HitSource, group: int | str = 0) -> None:
+        """Hot swap one pad group (default: the main group) to another model: render its pads with it off the
+        audio path, then swap them all at once. The old hits play until the swap; other groups keep playing
+        untouched. A latent size change starts the group's pads from fresh seeded latents."""
+        with self._lock:
+            g = self.group_index(group)
+            targets = [p for p in range(PAD_COUNT) if self.pad_group[p] == g]
+            current = self.source if g == 0 else self.group_sources[g]
+            assert current is not None
+            if source.latent_dim != current.latent_dim:
+                log.warning("model %s has latent size %d (was %d): pads start from new seeded latents",
+                            source.name, source.latent_dim, current.latent_dim)
+        self._install(source, g, targets, keep=source.latent_dim == current.latent_dim)
+
+    def add_group(self, name: str, pads: list[int], source: HitSource) -> int:
+        """A new pad group ``name`` whose ``pads`` (taken from the groups they were in) play ``source``, from
+        fresh seeded latents; rendered before it is installed. Returns the group's index."""
+        with self._lock:
+            if name in self.group_names:
+                raise ValueError(f"pad group {name!r} exists already")
+            if not pads or any(not 0 <= p < PAD_COUNT for p in pads) or len(set(pads)) != len(pads):
+                raise ValueError(f"pad group {name!r}: pads {pads} must be distinct indices 0..{PAD_COUNT - 1}")
+            g = len(self.group_names)
+        self._install(source, g, list(pads), keep=False, new_name=name)
+        return g
+
+    def group_index(self, group: int | str) -> int:
+        """A group's index from its index or name (ValueError naming the groups when there is none such)."""
+        if isinstance(group, str) and group in self.group_names:
+            return self.group_names.index(group)
+        if isinstance(group, int) and not isinstance(group, bool) and 0 <= group < len(self.group_names):
+            return group
+        known = ", ".join(f"{i} {n}" for i, n in enumerate(self.group_names))
+        raise ValueError(f"no pad group {group!r} (groups: {known})")
+
+    def _install(self, source: HitSource, g: int, targets: list[int], *, keep: bool,
+                 new_name: str | None = None) -> None:
         with self._lock:
             if source.rate != self.rate:
                 raise ValueError(f"new model renders at {source.rate} Hz, the output runs at {self.rate} Hz")
-            if source.latent_dim == self.source.latent_dim:
-                pads = [p.copy() for p in self.pads]
+            if keep:
+                pads = {p: self.pads[p].copy() for p in targets}
             else:
-                log.warning("model %s has latent size %d (was %d): pads start from new seeded latents",
-                            source.name, source.latent_dim, self.source.latent_dim)
-                pads = padlib.initial_pads(self.seed, source.latent_dim)
-            zs = [self._layer_zs(source.apply_knobs(p.latent, p.knobs)) for p in pads]
-        hits = self._render(source, np.concatenate(zs))
+                seeded = padlib.initial_pads(self.seed, source.latent_dim)
+                pads = {p: seeded[p] for p in targets}
+            zs = [self._layer_zs(source.apply_knobs(pads[p].latent, pads[p].knobs), source) for p in targets]
+        hits = self._render(source, np.concatenate(zs)) if zs else np.zeros((0, 2, 1), np.float32)
         if hits is None:
             raise RuntimeError(f"model {source.name} failed to render; keeping the current model")
         changed = []
         with self._cond:
+            if new_name is not None:
+                if new_name in self.group_names:
+                    raise ValueError(f"pad group {new_name!r} exists already")
+                g = len(self.group_names)
+                self.group_names.append(new_name)
+                self.group_sources.append(source)
+                old = None
+            elif g == 0:
+                old, self.source = self.source, source
+            else:
+                old, self.group_sources[g] = self.group_sources[g], source
             i = 0
-            for p in range(PAD_COUNT):
-                n = len(zs[p])
+            for p, z in zip(targets, zs, strict=True):
+                n = len(z)
                 self.ready[p] = tuple(freeze(h) for h in hits[i:i + n])
                 i += n
                 changed.append((p, self.ready[p][-1]))
@@ -470,15 +536,24 @@ class Engine:
                 self._changes[p].clear()
                 self._fresh[p].clear()
                 self._fresh_next[p] = pads[p].fresh_count
-            self.pads = pads
-            old, self.source = self.source, source
-            self._dirty.clear()
+                self._dirty.pop(p, None)
+                self.pads[p] = pads[p]
+                self.pad_group[p] = g
+            still_used = old is not None and (old is self.source or any(s is old for s in self.group_sources))
             self._cond.notify_all()
             listeners = list(self._listeners)
         self._notify(changed, listeners)
         close = getattr(old, "close", None)  # render processes of the old model
-        if close is not None:
+        if close is not None and not still_used:
             close()
+
+    def groups(self) -> list[dict]:
+        """Each pad group: index, name, model name and weights hash, its pads."""
+        with self._lock:
+            return [{"group": g, "name": name, "model": src.name, "weights_hash": src.weights_hash,
+                     "pads": [p for p in range(PAD_COUNT) if self.pad_group[p] == g]}
+                    for g, name in enumerate(self.group_names)
+                    for src in [self.source if g == 0 else self.group_sources[g]] if src is not None]
 
     # ----- actions (OSC/MIDI) --------------------------------------------------------------------
     def apply(self, action: Action, stamp: float | None = None) -> bool:
@@ -515,10 +590,12 @@ class Engine:
         with self._lock:
             pads = [{"note": self.pad_map.note(i) if i < len(self.pad_map) else None, "mode": p.mode,
                      "ready": self.ready[i] is not None,
-                     "fresh_queued": len(self._fresh[i]) if p.mode == "fresh" else None}
+                     "fresh_queued": len(self._fresh[i]) if p.mode == "fresh" else None,
+                     "group": self.group_names[self.pad_group[i]]}
                     for i, p in enumerate(self.pads)]
             knobs = list(self.pads[self.selected].knobs)
-            names = [k.name for k in self.source.knobs]
+            names = [k.name for k in self.source_of(self.selected).knobs]
+        groups = self.groups()
         return {
             "model": self.source.name, "weights_hash": self.source.weights_hash, "rate": self.rate,
             "selected": self.selected, "knobs": knobs, "knob_names": names, "pads": pads,
@@ -529,24 +606,42 @@ class Engine:
             "note_latency_ms_p99": percentile(self.mixer.note_latencies_ms(), 99),
             "callback_errors": self.mixer.callback_errors, "ring_dropped": self.ring.dropped,
             "not_ready": s.not_ready, "fresh_underruns": s.fresh_underruns, "render_errors": s.render_errors,
+            "groups": groups,
         }
 
     # ----- presets -----------------------------------------------------------------------------
     def to_preset(self) -> Preset:
         with self._lock:
+            groups = [PresetGroup(self.group_names[g], src.name, src.weights_hash,
+                                  os.path.abspath(src.path) if getattr(src, "path", None) else None,
+                                  [p for p in range(PAD_COUNT) if self.pad_group[p] == g])
+                      for g, src in enumerate(self.group_sources) if src is not None]
             return Preset(self.source.weights_hash, self.source.name, self.seed, self.selected,
-                          [p.copy() for p in self.pads])
+                          [p.copy() for p in self.pads], [g for g in groups if g.pads])
 
     def save_preset(self, path: str | os.PathLike[str]) -> Path:
         return save_preset(path, self.to_preset())
 
     def load_preset(self, path: str | os.PathLike[str]) -> list[str]:
         """Load a preset file (raises :class:`PresetError`); returns warnings (e.g. another model's preset)."""
-        preset = load_preset(path, self.source.latent_dim)
+        with self._lock:
+            dims = [self.source_of(p).latent_dim for p in range(PAD_COUNT)]
+        preset = load_preset(path, dims)
         warnings = []
         if preset.model_hash != self.source.weights_hash:
             warnings.append(f"{path}: preset was made for model {preset.model_name or '?'} "
                             f"(weights {preset.model_hash[:12]}), playing {self.source.name} "
                             f"(weights {self.source.weights_hash[:12]}): the kicks will sound different")
+        for g in preset.groups:
+            src = self.group_sources[self.group_index(g.name)] if g.name in self.group_names else None
+            if src is None:
+                warnings.append(f"{path}: pad group {g.name} ({g.model_name}) is not loaded here: pads {g.pads} "
+                                f"play {self.source.name}")
+            here = [p for p in range(PAD_COUNT) if src is not None and self.pad_group[p] == self.group_index(g.name)]
+            if src is not None and here != sorted(g.pads):
+                warnings.append(f"{path}: pad group {g.name} has pads {here} here, the preset's had {g.pads}")
+            if src is not None and src.weights_hash != g.model_hash:
+                warnings.append(f"{path}: pad group {g.name} was made with model {g.model_name or '?'}, playing "
+                                f"{src.name}: its hits will sound different")
         self.replace_state(preset.pads, preset.seed, preset.selected)
         return warnings

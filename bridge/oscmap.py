@@ -37,7 +37,8 @@ class Dropped:
     reason: str
 
 
-_PAD_RE = re.compile(r"^/kickit/pad/(\d{1,3})/(select|trigger|new|mode|store|spread)$")
+_PAD_RE = re.compile(r"^/kickit/pad/(\d{1,3})/(select|trigger|new|mode|store|spread|encode)$")
+MAX_GROUPS = 16  # pad groups (one model each); group 0 is the main model
 _KNOB_RE = re.compile(r"^/kickit/knob/(\d{1,3})(/learn)?$")
 
 
@@ -95,6 +96,10 @@ def map_message(address: str, args: Sequence[Any]) -> Action | Dropped:
             if v is None or not 0.0 < v <= 1.0:
                 return drop(f"velocity {a!r} not in (0, 1]")
             return Action("trigger", pad=pad, value=v)
+        if verb == "encode":
+            t = _text(args[0]) if len(args) == 1 else None
+            return Action("encode", pad=pad, value=t) if t is not None else drop(
+                "encode expects one non-empty path string")
         if verb == "mode":
             if len(args) != 1 or args[0] not in MODES:
                 return drop(f"mode must be one of {', '.join(MODES)}")
@@ -121,7 +126,17 @@ def map_message(address: str, args: Sequence[Any]) -> Action | Dropped:
         if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int) or not 1 <= args[0] <= 65535:
             return drop("connect needs one UDP port 1..65535")
         return Action("connect", value=int(args[0]))
-    if address in ("/kickit/model/load", "/kickit/preset/save", "/kickit/preset/load"):
+    if address == "/kickit/model/load":
+        t = _text(args[0]) if len(args) in (1, 2) else None
+        if t is None:
+            return drop("expects a non-empty path string and optionally a pad group index")
+        if len(args) == 1:
+            return Action("model_load", value=t)  # index None: the main group
+        g = args[1]
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < MAX_GROUPS:
+            return drop(f"pad group {g!r} is not an integer 0..{MAX_GROUPS - 1}")
+        return Action("model_load", index=g, value=t)
+    if address in ("/kickit/preset/save", "/kickit/preset/load"):
         t = _text(args[0]) if len(args) == 1 else None
         if t is None:
             return drop("expects one non-empty path string")

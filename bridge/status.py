@@ -44,6 +44,10 @@ def format_panel(s: dict[str, Any], width: int = 100) -> list[str]:
         f"{s.get('osc_dropped', 0)} events {s.get('ring_dropped', 0)}  not ready {s.get('not_ready', 0)}  "
         f"fresh underruns {s.get('fresh_underruns', 0)}",
     ]
+    groups = s.get("groups") or []
+    if len(groups) > 1:  # pad groups, one model each
+        lines.insert(2, "groups " + "  ".join(f"{g.get('name')}: {g.get('model')} pads {g.get('pads')}"
+                                                for g in groups))
     if s.get("output_error"):
         lines.append(f"output: {s['output_error']}")
     if s.get("last_error"):

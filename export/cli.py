@@ -43,5 +43,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({result.size_bytes / 1024:.0f} KiB): parity max |onnxruntime - torch| "
           f"{p.max_abs_diff:.2g} on {p.latents} latents (<= {p.tolerance:g}); weights sha256 "
           f"{result.weights_hash[:16]}")
+    if result.encoder_path is not None:
+        print(f"encoder: {result.encoder_path} (input spec -> z, the posterior mean; named in the model's metadata)")
     print("knobs: " + ", ".join(k.name for k in result.knobs))
     return 0

@@ -1,5 +1,11 @@
 """From a training run (or checkpoint) to a kickit model file: load the EMA generator, compute knobs, export.
 
+Families (the checkpoint's config says which): ``spec-gan`` exports the generator (output ``spec``); ``wave-gan``
+the waveform generator (output ``audio``, no reconstruction at play time); ``spec-vae`` the decoder as the
+generator (output ``spec``, input ``z`` ~ N(0, I), the prior) and the encoder as ``NAME.encoder.onnx`` next to it
+(named in the model's ``kickit.encoder`` metadata with its sha256). Knobs are GANSpace directions of each
+family's generator/decoder over prior latents (export/knobs.py; waveform output is encoded with the contract).
+
 Also ``export_untrained(config_name, out)``: a freshly initialised generator of a named training config, used
 for the test model (tests/data/models/tiny-spec.onnx) and for benchmarking the default architecture before a
 trained model exists.
@@ -15,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from kickit.export.knobs import compute_knobs
-from kickit.export.onnx_export import ExportResult, export_generator
+from kickit.export.onnx_export import (
+    ExportError,
+    ExportResult,
+    encoder_path_for,
+    export_encoder,
+    export_generator,
+)
 from kickit.training import checkpoint as ckpt_mod
 from kickit.training import config as config_mod
 from kickit.training import models as models_mod
@@ -30,6 +42,36 @@ def _latent_dim(cfg: Any) -> int:
         if v is not None:
             return int(v)
     raise ValueError("training config has no latent size (latent_dim)")
+
+
+def family_output(cfg: Any) -> tuple[str, str]:
+    """(model family, output kind) of a training config (dict or TrainConfig); ``spec-gan`` when absent."""
+    family = (cfg.get("family") if isinstance(cfg, dict) else getattr(cfg, "family", None)) or "spec-gan"
+    return family, ("audio" if family == "wave-gan" else "spec")
+
+
+def _export_family(generator: torch.nn.Module, contract: SpectralContract, out: str | os.PathLike[str], *,
+                   family: str, latent_dim: int, training: dict[str, Any],
+                   knob_fn: Any) -> ExportResult:
+    """Export one trained module of any family (the VAE: encoder file first, then the decoder model file)."""
+    output = "audio" if family == "wave-gan" else "spec"
+    if family != "spec-vae":
+        return export_generator(generator, contract, out, latent_dim=latent_dim, training=training,
+                                family=family, output=output, knob_fn=knob_fn)
+    from kickit.training.vae import EncoderMean
+
+    enc_path = encoder_path_for(out)
+    existed = enc_path.exists()
+    record = export_encoder(EncoderMean(generator.encoder), generator.decoder, contract, out, latent_dim=latent_dim)
+    try:
+        res = export_generator(generator.decoder, contract, out, latent_dim=latent_dim, training=training,
+                               family=family, output=output, knob_fn=knob_fn, encoder=record)
+        res.encoder_path = enc_path
+        return res
+    except ExportError:
+        if not existed:  # the model file was not written: do not leave its new encoder behind
+            enc_path.unlink(missing_ok=True)
+        raise
 
 
 def _config_dict(cfg: Any) -> dict[str, Any]:
@@ -78,14 +120,17 @@ def export_checkpoint(
     if knob_samples < 2 * latent_dim:
         raise ValueError(f"--knob-samples {knob_samples}: need at least {2 * latent_dim} for a latent of {latent_dim}")
 
+    family, output = family_output(cfg)
+    training["family"] = family
+
     def knob_fn(g: torch.nn.Module) -> list[Knob]:
         if knobs == 0:
             return []
-        return compute_knobs(g, contract, latent_dim, k=knobs, n=knob_samples, bases=knob_bases,
+        return compute_knobs(g, contract, latent_dim, output=output, k=knobs, n=knob_samples, bases=knob_bases,
                              steps=knob_steps, seed=seed)
 
-    return export_generator(generator, contract, out, latent_dim=latent_dim, training=training,
-                            family="spec-gan", output="spec", knob_fn=knob_fn)
+    return _export_family(generator, contract, out, family=family, latent_dim=latent_dim, training=training,
+                          knob_fn=knob_fn)
 
 
 def export_untrained(
@@ -107,15 +152,17 @@ def export_untrained(
     cfg = config_mod.get_config(config_name)
     torch.manual_seed(seed)
     generator = models_mod.build_generator(cfg, contract).eval()
-    if base_audio is not None:
+    if base_audio is not None and hasattr(generator, "init_base"):
         mean = contract.encode(np.asarray(base_audio, dtype=np.float32)).mean(axis=0)
         generator.init_base(torch.from_numpy(mean))
     latent_dim = _latent_dim(cfg)
     training = {"steps": 0, "config": config_name, "data": {}, "note": f"untrained, torch seed {seed}"}
+    family, output = family_output(cfg)
     knob_fn = None
     if knobs:
         def knob_fn(g: torch.nn.Module) -> list[Knob]:
-            return compute_knobs(g, contract, latent_dim, n=max(knob_samples, 2 * latent_dim), bases=knob_bases,
-                                 seed=seed)
-    res = export_generator(generator, contract, out, latent_dim=latent_dim, training=training, knob_fn=knob_fn)
+            return compute_knobs(g, contract, latent_dim, output=output, n=max(knob_samples, 2 * latent_dim),
+                                 bases=knob_bases, seed=seed)
+    res = _export_family(generator, contract, out, family=family, latent_dim=latent_dim, training=training,
+                         knob_fn=knob_fn)
     return res.path

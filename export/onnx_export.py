@@ -8,13 +8,17 @@ Steps (``export_generator``):
    ``tolerance`` (1e-4) raises :class:`ExportError` and nothing is written.
 3. Metadata (``kickit.*`` keys in ``metadata_props``, see kickit.modelfile.META): format version, contract,
    family, output, latent size, knobs, training summary, parity result, and the sha256 of the serialized graph.
-4. Written atomically (temp file in the target folder, fsync, rename) only after ``kickit.modelfile.load_model``
+4. VAE families: the encoder (``spec`` -> ``z``, the posterior mean) goes to ``NAME.encoder.onnx`` next to the
+   model (``export_encoder``, its own parity self-test), and the model's ``kickit.encoder`` record names it
+   with its sha256, so the loader can check the pair belongs together.
+5. Written atomically (temp file in the target folder, fsync, rename) only after ``kickit.modelfile.load_model``
    accepted the temp file: a file that the bridge would refuse is never written.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -32,6 +36,8 @@ import torch
 from kickit import __version__
 from kickit.atomic import atomic_write
 from kickit.modelfile import (
+    ENCODER_INPUTS,
+    ENCODER_OUTPUT,
     FAMILIES,
     FORMAT_VERSION,
     INPUT_NAME,
@@ -163,6 +169,7 @@ class ExportResult:
     parity: Parity
     weights_hash: str
     knobs: list[Knob]
+    encoder_path: Path | None = None  # the companion encoder file (VAE families)
 
 
 def export_generator(
@@ -221,3 +228,89 @@ def export_generator(
         fh.write(final)
     model = loaded[0]
     return ExportResult(out, len(final), parity, model.weights_hash, list(model.knobs))
+
+
+# ----- the companion encoder of VAE families ------------------------------------------------------------
+def encoder_to_onnx(encoder: torch.nn.Module, contract: SpectralContract, opset: int = OPSET) -> bytes:
+    """``encoder(spec (B, channels, frames, rows)) -> z (B, latent)`` as ONNX bytes (dynamic batch)."""
+    encoder = encoder.eval().to("cpu", torch.float32)
+    buf = io.BytesIO()
+    x = torch.zeros(2, *contract.shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder, (x,), buf, dynamo=False, input_names=[ENCODER_INPUTS[0]], output_names=[ENCODER_OUTPUT],
+            dynamic_axes={ENCODER_INPUTS[0]: {0: "batch"}, ENCODER_OUTPUT: {0: "batch"}}, opset_version=opset,
+            do_constant_folding=True, export_params=True,
+        )
+    data = buf.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+def encoder_parity(encoder: torch.nn.Module, data: bytes, inputs: np.ndarray,
+                   tolerance: float = PARITY_TOLERANCE) -> Parity:
+    """Max abs difference of the encoder's latents, onnxruntime vs torch, on ``inputs`` (B, *contract.shape)."""
+    x = np.ascontiguousarray(inputs, dtype=np.float32)
+    sess = ort.InferenceSession(data, sess_options=session_options(2), providers=["CPUExecutionProvider"])
+    (got,) = sess.run([ENCODER_OUTPUT], {ENCODER_INPUTS[0]: x})
+    with torch.no_grad():
+        want = encoder.eval()(torch.from_numpy(x)).float().numpy()
+    if got.shape != want.shape:
+        raise ExportError(f"encoder parity self-test failed: onnxruntime shape {got.shape} != torch {want.shape}")
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return Parity(len(x), float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf"), tolerance)
+
+
+def encoder_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """``NAME.onnx`` -> ``NAME.encoder.onnx`` in the same folder."""
+    p = Path(model_path)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.encoder.onnx")
+
+
+def export_encoder(
+    encoder: torch.nn.Module,
+    decoder: torch.nn.Module,
+    contract: SpectralContract,
+    model_out: str | os.PathLike[str],
+    *,
+    latent_dim: int,
+    tolerance: float = PARITY_TOLERANCE,
+    opset: int = OPSET,
+) -> dict[str, Any]:
+    """Write the encoder (``spec -> z``, the posterior mean) next to ``model_out`` as ``NAME.encoder.onnx``.
+
+    Parity self-test on the decoder's own hits from seeded latents (in-distribution spectrograms) and on
+    seeded uniform noise in [-1, 1]; returns the ``kickit.encoder`` record for the model file's metadata
+    (file name, sha256 of the file, input kind, parity). Raises :class:`ExportError` (nothing written).
+    """
+    encoder = encoder.eval().to("cpu", torch.float32)
+    try:
+        data = encoder_to_onnx(encoder, contract, opset)
+    except Exception as e:
+        raise ExportError(f"torch could not export the encoder to ONNX: {str(e).splitlines()[0]}") from e
+    rng = np.random.default_rng(PARITY_SEED)
+    z = rng.standard_normal((PARITY_LATENTS // 2, latent_dim)).astype(np.float32)
+    with torch.no_grad():
+        hits = decoder.eval()(torch.from_numpy(z)).float().numpy()
+    noise = rng.uniform(-1.0, 1.0, (PARITY_LATENTS // 2, *contract.shape)).astype(np.float32)
+    parity = encoder_parity(encoder, data, np.concatenate([hits, noise]), tolerance)
+    out = encoder_path_for(model_out)
+    if not parity.ok:
+        raise ExportError(f"encoder parity self-test failed: max |onnxruntime - torch| = {parity.max_abs_diff:.3g} "
+                          f"exceeds {tolerance:g}; {out} was not written")
+    props = {
+        META["format"]: str(FORMAT_VERSION),
+        META["contract"]: contract.to_json(),
+        META["latent_dim"]: str(int(latent_dim)),
+        META["parity"]: json.dumps(parity.to_dict()),
+        META["exporter"]: f"kickit {__version__}, torch {torch.__version__}, opset {OPSET}",
+        "kickit.role": "encoder",
+    }
+    final = with_metadata(data, props)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as fh:
+        fh.write(final)
+    return {"file": out.name, "sha256": hashlib.sha256(final).hexdigest(), "input": ENCODER_INPUTS[0],
+            "output": ENCODER_OUTPUT, "parity": parity.to_dict()}

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("kickit.bridge.render_cli", "render a MIDI file offline with the bridge's pad/voice logic"),
     "generate": ("kickit.generate", "write a folder of new hits (a sample pack) with a preview"),
     "eval": ("kickit.evaluation", "evaluate a model against real hits (report.md + JSON)"),
+    "encode": ("kickit.encode_cli", "find a model's latent for your own hit (what a pad plays after /encode)"),
     "m4l": ("kickit.max_for_live.cli", "build and check the Max for Live device"),
 }
 

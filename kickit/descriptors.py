@@ -66,6 +66,14 @@ VECTOR_NAMES: tuple[str, ...] = (
     "log_flatness", "width", "lr_correlation", "crest_db",
 )
 CHECK_NAMES: tuple[str, ...] = ("transient", "fundamental", "low_dominant", "decaying", "clean")
+# The checks that apply to other instruments' hits (snare, hat, ...): the fundamental and low-band rules are
+# a kick's; a drum hit of any kind still starts with a transient, decays and is clean.
+DRUM_CHECK_NAMES: tuple[str, ...] = ("transient", "decaying", "clean")
+
+
+def check_names_for(instrument: str | None) -> tuple[str, ...]:
+    """The check names that apply to ``instrument``'s hits (None or "kick": every kick check)."""
+    return CHECK_NAMES if instrument in (None, "kick") else DRUM_CHECK_NAMES
 
 
 @dataclass

@@ -54,10 +54,11 @@ class DescriptorBackend:
                 np.stack([np.asarray(checks[n], dtype=bool) for n in self.check_names], axis=-1))
 
 
-def default_backend() -> DescriptorBackend:
+def default_backend(instrument: str | None = None) -> DescriptorBackend:
+    """The descriptors and the checks that apply to ``instrument`` (default: kick, every kick check)."""
     from kickit import descriptors
 
-    return DescriptorBackend(list(descriptors.VECTOR_NAMES), list(descriptors.CHECK_NAMES))
+    return DescriptorBackend(list(descriptors.VECTOR_NAMES), list(descriptors.check_names_for(instrument)))
 
 
 def memorisation_features(scaled: np.ndarray, pool: int = SPEC_POOL) -> np.ndarray:
@@ -112,7 +113,7 @@ class FeatureAccumulator:
 
     def add(self, audio: np.ndarray, pool: Executor | None = None) -> None:
         """Add the features of hits (B, channels, n), computed in chunks of :data:`CHUNK` hits (on ``pool``'s
-        threads when given: numpy's FFTs and large array operations release the GIL)."""
+        threads when given: large array operations release the GIL; numpy's FFTs do not)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 3 or audio.shape[1:] != (self.contract.channels, self.contract.n_samples):
             raise ValueError(f"hits of shape {audio.shape[1:]}, expected "

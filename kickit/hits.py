@@ -58,9 +58,10 @@ class HitRenderer:
         fade_ms: float = FADE_MS,
         workers: int = 1,
     ) -> None:
-        """``workers`` > 1: a render may use that many threads (numpy's FFTs and onnxruntime release the GIL):
-        a batch pipelines inference and reconstruction, one hit synthesises its channels in parallel (2 on
-        2 cores for offline batches and for one-at-a-time rendering)."""
+        """``workers`` > 1: a render may use that many threads: a batch pipelines inference (onnxruntime
+        releases the GIL) with reconstruction, and one hit synthesises its channels on two threads. Measured
+        on 2 cores, numpy's FFTs hold the GIL, so the reconstruction threads overlap little (docs/benchmarks.md,
+        render and recon); the bridge keeps 1."""
         if method not in reconstruction.METHODS:
             raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(reconstruction.METHODS)})")
         blas.single_threaded()  # see kickit.blas: a multi-threaded BLAS made decoding 30x slower on 2 cores

@@ -36,6 +36,8 @@ DEFAULT_MODEL_NAME = "kick-v1.onnx"
 INPUT_NAME = "z"
 OUTPUTS = ("spec", "audio")
 FAMILIES = ("spec-gan", "wave-gan", "spec-vae", "wave-vae")
+ENCODER_INPUTS = ("spec",)  # what a companion encoder reads (the contract's scaled spectrogram)
+ENCODER_OUTPUT = "z"  # the encoder's output: the posterior mean [batch, latent]
 
 # metadata_props keys (all values are strings; JSON where structured)
 META = {
@@ -120,6 +122,33 @@ class ModelFile:
     training: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] | None = None
+    encoder_path: Path | None = None  # the companion encoder file named by kickit.encoder (VAE families)
+    encoder_session: ort.InferenceSession | None = field(default=None, repr=False)
+    encoder_problem: str | None = None  # why a named encoder cannot be used (the file is missing)
+
+    @property
+    def can_encode(self) -> bool:
+        """True when the model has a loaded, validated companion encoder (``encode_scaled`` works)."""
+        return self.encoder_session is not None
+
+    def encode_scaled(self, spec: np.ndarray) -> np.ndarray:
+        """Latents (B, latent) float32 of scaled spectrograms (B, channels, frames, rows) or one (channels, frames,
+        rows): the encoder's posterior mean. Raises :class:`ModelError` when the model has no usable encoder and
+        ValueError (naming the model) for a wrongly shaped or non-finite input."""
+        if self.encoder_session is None:
+            if self.encoder_problem is not None:
+                raise ModelError(self.encoder_path or self.path, self.encoder_problem)
+            raise ModelError(self.path, f"a {self.family} model without an encoder cannot encode sounds")
+        x = np.asarray(spec, dtype=np.float32)
+        if x.ndim == len(self.contract.shape):
+            x = x[None]
+        if x.shape[1:] != tuple(self.contract.shape):
+            raise ValueError(f"{self.path}: spectrograms to encode must be (batch, "
+                             f"{', '.join(map(str, self.contract.shape))}), got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{self.path}: spectrogram to encode is NaN or infinite")
+        (z,) = self.encoder_session.run([ENCODER_OUTPUT], {ENCODER_INPUTS[0]: np.ascontiguousarray(x)})
+        return z
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -355,8 +384,14 @@ def load_model(
     threads: int = 1,
     max_bytes: int = MAX_MODEL_BYTES,
     probe: bool = True,
+    load_encoder: bool = True,
+    require_encoder: bool = False,
 ) -> ModelFile:
     """Load and validate a model file; raises :class:`ModelError` (naming the file) on anything unusable.
+
+    ``load_encoder``: also load the companion encoder that kickit.encoder names (VAE families), so
+    ``can_encode``/``encode_scaled`` work; a missing encoder file only disables encoding unless
+    ``require_encoder``, a present but wrong one (hash, shapes) is refused with a ModelError naming it.
 
     ``threads``: onnxruntime intra-op threads (1 by default so the bridge's own threads do not fight).
     ``probe``: run the model on probe latents and refuse non-finite or wrongly shaped output.
@@ -461,7 +496,85 @@ def load_model(
     )
     if probe:
         _probe(model)
+    if encoder is not None and load_encoder:
+        _attach_encoder(model, encoder, max_bytes=max_bytes, require=require_encoder, probe=probe)
     return model
+
+
+def _attach_encoder(model: ModelFile, record: dict[str, Any], *, max_bytes: int, require: bool,
+                    probe: bool) -> None:
+    """Load and validate the companion encoder named by kickit.encoder (next to the model file).
+
+    A missing file leaves the model playable (``can_encode`` False, ``encoder_problem`` says why) unless
+    ``require``; a file that is there but wrong (hash, graph, shapes, non-finite output) is refused.
+    """
+    p = model.path
+    name = record["file"]
+    if not name or name != Path(name).name or name in (".", ".."):
+        raise ModelError(p, f"metadata {META['encoder']}: file {name!r} must be a plain file name next to the model")
+    ep = p.parent / name
+    model.encoder_path = ep
+    try:
+        size = ep.stat().st_size
+    except OSError as e:
+        reason = f"encoder file named by {p.name} is missing ({e.strerror or e}); this model cannot encode sounds"
+        if require:
+            raise ModelError(ep, reason) from None
+        model.encoder_problem = reason
+        return
+    inp = record.get("input", ENCODER_INPUTS[0])
+    if inp not in ENCODER_INPUTS:
+        raise ModelError(p, f"metadata {META['encoder']}: input {inp!r} is not supported (known: "
+                            f"{', '.join(ENCODER_INPUTS)})")
+    want_hash = record.get("sha256")
+    if not isinstance(want_hash, str) or len(want_hash) != 64:
+        raise ModelError(p, f"metadata {META['encoder']}: needs the encoder file's sha256 (64 hex digits)")
+    if size > max_bytes:
+        raise ModelError(ep, f"encoder too large ({size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB)")
+    try:
+        data = ep.read_bytes()
+    except OSError as e:
+        raise ModelError(ep, f"cannot read the encoder ({e.strerror or e})") from None
+    if hashlib.sha256(data).hexdigest() != want_hash:
+        raise ModelError(ep, f"encoder sha256 does not match the one in {p.name}: the encoder was modified or "
+                             "belongs to another model")
+    try:
+        scan = _scan_model(data)
+    except _WireError as e:
+        raise ModelError(ep, f"encoder is not a valid ONNX model file: {e}") from None
+    if scan.external:
+        raise ModelError(ep, "encoder weights are stored in external data files; it must be self-contained")
+    try:
+        session = ort.InferenceSession(data, sess_options=session_options(model.threads),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for every parse/graph error
+        raise ModelError(ep, f"onnxruntime cannot load the encoder: {_first_line(e)}") from None
+    ins, outs = session.get_inputs(), session.get_outputs()
+    shape = tuple(model.contract.shape)
+    if len(ins) != 1 or ins[0].name != inp or ins[0].type != "tensor(float)":
+        raise ModelError(ep, f"encoder inputs {[i.name for i in ins]}: expected exactly one float input {inp!r}")
+    if len(ins[0].shape) != 1 + len(shape) or isinstance(ins[0].shape[0], int) or any(
+            isinstance(d, int) and d != e for d, e in zip(ins[0].shape[1:], shape, strict=True)):
+        raise ModelError(ep, f"encoder input {inp!r} has shape {ins[0].shape}, expected [batch, "
+                             f"{', '.join(map(str, shape))}] with a dynamic batch")
+    zout = {o.name: o for o in outs}.get(ENCODER_OUTPUT)
+    if zout is None or len(zout.shape) != 2 or not _dim_ok(zout.shape[1], model.latent_dim):
+        raise ModelError(ep, f"encoder output {ENCODER_OUTPUT!r} must be [batch, {model.latent_dim}] "
+                             f"(outputs: {[(o.name, o.shape) for o in outs]})")
+    model.encoder_session = session
+    if probe:  # silence and the decoder's own probe hits must encode to finite latents
+        hits = model.run(probe_latents(model.latent_dim))
+        if model.output == "audio":
+            hits = model.contract.encode(hits)
+        x = np.concatenate([np.full((1, *shape), -1.0, np.float32), np.asarray(hits, np.float32)])
+        try:
+            z = model.encode_scaled(x)
+        except Exception as e:
+            model.encoder_session = None
+            raise ModelError(ep, f"encoder fails on a probe spectrogram: {_first_line(e)}") from None
+        if z.shape != (len(x), model.latent_dim) or not np.all(np.isfinite(z)):
+            model.encoder_session = None
+            raise ModelError(ep, f"encoder gives {z.shape} or non-finite latents on probe spectrograms")
 
 
 def probe_latents(latent_dim: int) -> np.ndarray:

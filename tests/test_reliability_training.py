@@ -97,6 +97,7 @@ def test_kill_9_while_checkpointing_then_resume_continues_from_the_last_good_one
     from kickit.cli import main
 
     assert main([*args, "--out", str(run), "--resume"]) == 0
+    assert not partial[0].exists()  # resume cleaned up the half-written file
     assert main([*args, "--out", str(straight)]) == 0
     resumed, uninterrupted = _weights(run / ck.LAST), _weights(straight / ck.LAST)
     assert resumed["step"] == uninterrupted["step"] == 4

@@ -60,6 +60,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
+def remove_partial(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that never finished (a run killed while saving: the
+    atomic write's ``.last.pt.*.tmp``); the finished ``last.pt``/``best.pt`` are untouched. Returns them."""
+    gone = []
+    for name in (LAST, BEST):
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                gone.append(tmp)
+            except OSError:
+                pass
+    return gone
+
+
 def find_checkpoint(run_dir_or_file: str | os.PathLike[str], which: str = "best") -> Path:
     """A checkpoint file as given, or ``best.pt``/``last.pt`` of a run folder (best falls back to last)."""
     p = Path(run_dir_or_file)

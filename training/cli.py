@@ -13,13 +13,16 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", metavar="NAME|PATH",
-                        help="named config (default, tiny, dcgan) or a JSON file of overrides "
+                        help="named config (default, tiny, dcgan, wavegan, wavegan-tiny, vae, vae-tiny) or a JSON file of overrides "
                              "({\"base\": \"default\", ...}); ignored with --resume (the run keeps its config)")
     parser.add_argument("--data", required=True, metavar="DATASET", help="dataset folder (kickit data build)")
     parser.add_argument("--out", required=True, metavar="RUNDIR", help="run folder: checkpoints, log.csv, previews")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUNDIR exactly from last.pt")
     parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop at this step (overrides config)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="training device (default cpu)")
+    parser.add_argument("--instrument", default=None, metavar="NAME",
+                        help="the instrument to train (kick, snare, ...): must be the dataset's (kickit data build "
+                             "--instrument records it; it goes into the checkpoint and the model file)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kickit train: {e}", file=sys.stderr)
         return 2
+    if args.instrument is not None:
+        from kickit.training.data_cli import check_instrument
+
+        err = check_instrument(args.data, args.instrument)
+        if err:
+            print(f"kickit train: {err}", file=sys.stderr)
+            return 2
     try:
         result = train(cfg, args.data, args.out, resume=args.resume, max_steps=args.max_steps, device=args.device)
     except TrainingDiverged as e:

@@ -67,6 +67,30 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset_instrument(dataset: str | Path) -> str | None:
+    """The instrument a dataset folder's manifest records (None when it has no manifest or no such field)."""
+    import json
+
+    try:
+        got = json.loads((Path(dataset) / "manifest.json").read_text(encoding="utf-8")).get("instrument")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return got if isinstance(got, str) and got else None
+
+
+def check_instrument(dataset: str | Path, instrument: str) -> str | None:
+    """None when ``dataset`` holds ``instrument`` hits, else the one-line reason."""
+    if instrument not in kitlib.INSTRUMENTS:
+        return f"--instrument {instrument}: unknown (known: {', '.join(kitlib.instruments())})"
+    got = dataset_instrument(dataset)
+    if got is None:
+        return (f"{dataset}: the dataset records no instrument; rebuild it with kickit data build "
+                f"--instrument {instrument}")
+    if got != instrument:
+        return f"{dataset}: holds {got} hits, not {instrument} (pass --instrument {got} or another --data)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
         return _fetch(args)

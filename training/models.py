@@ -86,6 +86,7 @@ class Generator(nn.Module):
             raise ValueError(f"generator: {n} upsampling blocks do not divide the contract shape "
                              f"{frames}x{rows} (use fewer g_channels)")
         self.latent_dim = cfg.latent_dim
+        self.latent_norm = cfg.g_latent_norm
         self.out_shape = (channels, frames, rows)
         h, w = frames >> n, rows >> n
         c0 = cfg.g_channels[0]
@@ -119,7 +120,8 @@ class Generator(nn.Module):
         self.base.copy_(torch.atanh(mean_scaled.clamp(-0.995, 0.995)).view_as(self.base))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+        if self.latent_norm:
+            z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
         x = self.fc(z).view(z.shape[0], *self.seed_shape)
         x = self.seed_norm(F.leaky_relu(x, LRELU))
         x = self.out(self.blocks(x))
@@ -203,16 +205,31 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_generator(cfg: TrainConfig | dict[str, Any], contract: SpectralContract) -> Generator:
-    """A freshly initialised generator (uses the torch global RNG)."""
+def build_generator(cfg: TrainConfig | dict[str, Any], contract: SpectralContract) -> nn.Module:
+    """A freshly initialised generator of the config's family (uses the torch global RNG): the spectrogram
+    :class:`Generator`, the waveform generator (``wave-gan``) or the whole VAE (``spec-vae``, whose forward
+    decodes)."""
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
+    if cfg.family == "wave-gan":
+        from kickit.training.wavegan import WaveGenerator
+
+        return WaveGenerator(cfg, contract)
+    if cfg.family == "spec-vae":
+        from kickit.training.vae import SpecVAE
+
+        return SpecVAE(cfg, contract)
     return Generator(cfg, contract)
 
 
-def build_discriminator(cfg: TrainConfig | dict[str, Any], contract: SpectralContract) -> Discriminator:
+def build_discriminator(cfg: TrainConfig | dict[str, Any], contract: SpectralContract) -> nn.Module:
+    """The family's discriminator (the spectrogram one for ``spec-gan`` and ``spec-vae``)."""
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
+    if cfg.family == "wave-gan":
+        from kickit.training.wavegan import WaveDiscriminator
+
+        return WaveDiscriminator(cfg, contract)
     return Discriminator(cfg, contract)
 
 
@@ -220,7 +237,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def generator_from_checkpoint(ckpt: dict[str, Any], ema: bool = True) -> Generator:
+def generator_from_checkpoint(ckpt: dict[str, Any], ema: bool = True) -> nn.Module:
     """The (EMA) generator of a loaded checkpoint, on CPU, float32, in eval mode."""
     cfg = TrainConfig.from_dict(ckpt["config"])
     contract = SpectralContract.from_dict(ckpt["contract"])

@@ -7,6 +7,12 @@ real vs generated hits; one generator update that reuses the last generated batc
 matching + spectral statistics against the whole pool's descriptor statistics); an EMA update of the generator
 (the weights that are exported), with a warm-up so early EMAs are not stale.
 
+Other families (``cfg.family``): the loop, bookkeeping, EMA, checkpoints and resume are shared; the step is the
+family's own (``wave-gan``: :class:`kickit.training.wavegan.WaveGANStep` on the training audio; ``spec-vae``:
+:class:`kickit.training.vae.VAEStep` on the pool's spectrograms; the VAE's encoder and decoder are one module,
+so "generator" in the checkpoint holds both). Validation and previews see every family's output as a
+spectrogram (waveform output is encoded with the contract); wave-gan previews write the generated audio itself.
+
 Data parallel (``torchrun --nproc_per_node N -m kickit.cli train ...`` or any launcher that sets
 ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``): every rank holds the full models, draws its own
 batches, latents and augmentations, and gradients are averaged with ``all_reduce`` after each backward (the DDP
@@ -47,11 +53,14 @@ from kickit.training.config import TrainConfig, save_config
 from kickit.training.models import build_discriminator, build_generator, count_parameters
 from kickit.training.preview import write_preview
 from kickit.training.spectral_torch import TorchSpectral
+from kickit.training.vae import VAEStep
+from kickit.training.wavegan import WaveGANStep, write_audio_preview
 
 from kickit.spectral import SpectralContract
 
 VAL_SEED = 1234  # fixed latents for validation and previews
 LOG_NAME = "log.csv"
+FAMILY_LOG_COLUMNS: dict[str, tuple[str, ...]] = {"spec-vae": ("g_rec", "g_kl", "kl_nats")}  # after val_stats
 
 
 class TrainingDiverged(RuntimeError):
@@ -165,6 +174,22 @@ class AugmentPool:
         return feats.mean(0), feats.std(0)
 
 
+def _family_step(cfg: TrainConfig, gen: torch.nn.Module, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, spec: TorchSpectral, ds: Any, world: int
+                 ) -> Callable[[int, torch.Tensor, np.random.Generator, Any], dict[str, torch.Tensor]] | None:
+    """The training step of a non-default family, as ``step_fn(step, pool_data, sampler, pool_stats)``; None for
+    the spectrogram GAN (whose step is written out in :func:`train`)."""
+    def average(module: torch.nn.Module) -> None:
+        _average_grads(module, world)
+
+    if cfg.family == "wave-gan":
+        wave = WaveGANStep(cfg, gen, disc, opt_g, opt_d, spec, ds.train_audio, average)
+        return lambda step, data, sampler, stats: wave(sampler, stats)
+    if cfg.family == "spec-vae":
+        return VAEStep(cfg, gen, disc, opt_g, opt_d, spec, average)  # type: ignore[arg-type]
+    return None
+
+
 # ----- the run ----------------------------------------------------------------------------------------
 def train(
     cfg: TrainConfig,
@@ -208,6 +233,9 @@ def train(
     if not resume and last_path.exists():
         raise FileExistsError(f"{out}: already holds a run ({ckpt_mod.LAST}); use --resume or another folder")
     ckpt = ckpt_mod.load_checkpoint(last_path, map_location="cpu") if resume else None
+    if resume and master:
+        for tmp in ckpt_mod.remove_partial(out):
+            _say(progress, f"removed {tmp.name}: a checkpoint write that never finished (the run was killed)")
     if ckpt is not None:
         cfg = TrainConfig.from_dict(ckpt["config"])  # a run keeps the config it started with
     if max_steps is not None:
@@ -232,7 +260,8 @@ def train(
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg, contract).to(dev, memory_format=fmt)
     disc = build_discriminator(cfg, contract).to(dev, memory_format=fmt)
-    gen.init_base(torch.as_tensor(np.asarray(ds.train_spec, dtype=np.float32)).mean(0).to(dev))
+    if hasattr(gen, "init_base"):  # spectrogram outputs start at the mean real spectrogram
+        gen.init_base(torch.as_tensor(np.asarray(ds.train_spec, dtype=np.float32)).mean(0).to(dev))
     gen_ema = copy.deepcopy(gen).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -262,6 +291,12 @@ def train(
     with torch.no_grad():
         held_feats = L.hit_features(held, spec)
     pool = AugmentPool(cfg, ds, spec, rank, dev)
+    family_step = _family_step(cfg, gen, disc, opt_g, opt_d, spec, ds, world)
+    extra_cols = FAMILY_LOG_COLUMNS.get(cfg.family, ())
+
+    def as_spec(x: torch.Tensor) -> torch.Tensor:
+        """Generated output as the contract's scaled spectrogram (waveform models are encoded)."""
+        return spec.encode(x.float()) if cfg.family == "wave-gan" else x
     log_file = None
     if master:
         out.mkdir(parents=True, exist_ok=True)
@@ -280,12 +315,12 @@ def train(
         log_file = open(out / LOG_NAME, "w", newline="")  # noqa: SIM115 - open for the whole run
         log_writer = csv.writer(log_file)
         log_writer.writerow(["step", "time_s", "steps_per_s", "d_total", "d_adv", "d_gp", "g_total", "g_adv",
-                             "g_fm", "g_stats", "val_stats"])
+                             "g_fm", "g_stats", "val_stats", *extra_cols])
         log_writer.writerows(kept)
 
     def validate() -> float:
         with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=amp):
-            fake = torch.cat([gen_ema(z_val[i: i + 32]) for i in range(0, len(z_val), 32)]).float()
+            fake = torch.cat([as_spec(gen_ema(z_val[i: i + 32])) for i in range(0, len(z_val), 32)]).float()
         return L.stats_distance(L.hit_features(fake, spec), held_feats)
 
     def save(path: Path, val: float | None) -> None:
@@ -317,20 +352,19 @@ def train(
     def preview() -> None:
         n = cfg.preview_hits
         with torch.no_grad():
-            fake = gen_ema(z_val[:n]).float().cpu().numpy()
+            fake_out = gen_ema(z_val[:n]).float()
+            fake = as_spec(fake_out).cpu().numpy()
             gen.eval()  # (BatchNorm generators: running statistics, as exported)
-            raw = gen(z_val[:n]).float().cpu().numpy()
+            raw = as_spec(gen(z_val[:n])).float().cpu().numpy()
             gen.train()
         real = np.asarray(ds.heldout_spec[:n], dtype=np.float32)
-        write_preview(out, step, real, fake, contract, n_wavs=n, raw=raw)
+        if cfg.family == "wave-gan":  # the WAVs are the generated audio itself, not a reconstruction
+            write_preview(out, step, real, fake, contract, n_wavs=0, raw=raw)
+            write_audio_preview(out, step, fake_out.cpu().numpy(), contract)
+        else:
+            write_preview(out, step, real, fake, contract, n_wavs=n, raw=raw)
 
-    # --- the loop ---
-    t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
-    rate = 0.0
-    step_seconds: list[float] = []
-    while step < cfg.max_steps:
-        t_step = time.perf_counter()
-        data_now = pool.at(step)
+    def spec_gan_step(data_now: torch.Tensor) -> dict[str, torch.Tensor]:
         # Discriminator update(s): real vs detached fake, both DiffAugmented. The last fake keeps its graph: the
         # generator update reuses it (one generator forward per step instead of two).
         disc.requires_grad_(True)
@@ -356,6 +390,19 @@ def train(
         g_loss["g_total"].backward()
         _average_grads(gen, world)
         opt_g.step()
+        return {**d_loss, **g_loss}
+
+    # --- the loop ---
+    t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
+    rate = 0.0
+    step_seconds: list[float] = []
+    while step < cfg.max_steps:
+        t_step = time.perf_counter()
+        data_now = pool.at(step)
+        if family_step is not None:  # wave-gan / spec-vae: the family's step (training/wavegan.py, vae.py)
+            losses = family_step(step, data_now, sampler, pool.stats)
+        else:
+            losses = spec_gan_step(data_now)
         k = step - cfg.ema_start  # EMA warm-up: the decay grows to ema_decay, so early EMAs are not stale
         _update_ema(gen_ema, gen, 0.0 if k < 0 else min(cfg.ema_decay, (1.0 + k) / (10.0 + k)))
         step += 1
@@ -363,7 +410,6 @@ def train(
             torch.cuda.synchronize(dev)
         step_seconds.append(time.perf_counter() - t_step)
 
-        losses = {**d_loss, **g_loss}
         if fault is not None:
             fault(step, gen)
         values = _average_scalars({k: float(v.detach()) for k, v in losses.items()}, world, dev)
@@ -398,7 +444,8 @@ def train(
             log_writer.writerow([step, f"{now - t_start:.2f}", f"{rate:.4f}"] + [
                 f"{values[k]:.6g}" if k in values else "" for k in
                 ("d_total", "d_adv", "d_gp", "g_total", "g_adv", "g_fm", "g_stats")] + [
-                f"{val:.6g}" if val is not None else ""])
+                f"{val:.6g}" if val is not None else ""] + [
+                f"{values[k]:.6g}" if k in values else "" for k in extra_cols])
             log_file.flush()
             _progress(progress, step, cfg.max_steps, values, rate, best_val)
 
@@ -428,7 +475,8 @@ def _progress(stream: TextIO | None, step: int, total: int, values: dict[str, fl
     width = 24
     done = int(width * step / max(total, 1))
     bar = "#" * done + "." * (width - done)
-    parts = " ".join(f"{k}={values[k]:.3f}" for k in ("d_total", "g_adv", "g_fm", "g_stats") if k in values)
+    parts = " ".join(f"{k}={values[k]:.3f}" for k in ("d_total", "g_adv", "g_fm", "g_stats", "g_rec", "kl_nats")
+                     if k in values)
     eta = (total - step) / rate if rate > 0 else float("nan")
     stream.write(f"\r[{bar}] {step}/{total} {parts} best_val={best:.4f} {rate:.2f} steps/s eta {eta / 60:.1f} min ")
     stream.flush()
