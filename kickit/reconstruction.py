@@ -126,7 +126,7 @@ def _final_synthesis(mag: np.ndarray, unit: np.ndarray, c: SpectralContract, pla
     """Every channel's magnitude with the shared phase -> audio, written into ``out`` (H, channels, n).
     With ``threads`` > 1 the channels are synthesised on a small pool: the same arithmetic per channel, so the
     result is bit-identical to one thread. Measured: numpy's FFTs hold the GIL, so this does not pay with
-    numpy (9.2 vs 8.8 ms per hit); it is there for an FFT backend that releases it."""
+    numpy (9.2 vs 8.8 ms per hit); it is kept for machines with an idle second core and a GIL-free FFT."""
     half = c.n_fft // 2
 
     def one(ch: int) -> None:
