@@ -58,10 +58,9 @@ class HitRenderer:
         fade_ms: float = FADE_MS,
         workers: int = 1,
     ) -> None:
-        """``workers`` > 1: a render may use that many threads: a batch pipelines inference (onnxruntime
-        releases the GIL) with reconstruction, and one hit synthesises its channels on two threads. Measured
-        on 2 cores, numpy's FFTs hold the GIL, so the reconstruction threads overlap little (docs/benchmarks.md,
-        render and recon); the bridge keeps 1."""
+        """``workers`` > 1: a batch pipelines inference (onnxruntime releases the GIL) with reconstruction on
+        that many threads. Measured on 2 cores, numpy's FFTs hold the GIL, so the reconstruction threads overlap
+        little (docs/benchmarks.md, render and recon); the bridge keeps 1."""
         if method not in reconstruction.METHODS:
             raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(reconstruction.METHODS)})")
         blas.single_threaded()  # see kickit.blas: a multi-threaded BLAS made decoding 30x slower on 2 cores
@@ -90,15 +89,14 @@ class HitRenderer:
         """Generate finished hits for latents z (B, latent) (or one latent (latent,) -> (1, 2, n)).
 
         With ``workers`` > 1 a batch of a spectrogram model is pipelined: this thread runs inference hit by
-        hit while the pool reconstructs the hits already inferred (onnxruntime and numpy's FFTs release the
-        GIL), and a single hit synthesises its channels on two threads."""
+        hit (onnxruntime releases the GIL) while the pool reconstructs the hits already inferred."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim == 1:
             z = z[None]
         if self.workers == 1 or self.model.output != "spec" or len(z) <= 1:
             return self.from_output(self.model.run(z))
         pool = self._get_pool()
-        futures = [pool.submit(self._one, self.model.run(z[i:i + 1])[0], 1) for i in range(len(z))]
+        futures = [pool.submit(self._one, self.model.run(z[i:i + 1])[0]) for i in range(len(z))]
         return np.stack([f.result() for f in futures])
 
     def render_knobs(self, z: np.ndarray, values: Sequence[float]) -> np.ndarray:
@@ -110,21 +108,19 @@ class HitRenderer:
         raw = np.asarray(raw, dtype=np.float32)
         n = len(raw)
         if self.model.output != "spec" or n == 0:
-            return render_output(raw, self.contract, self.model.output, **self._kw(1))
-        if n == 1:
-            return self._one(raw[0], min(self.workers, 2))[None]
+            return render_output(raw, self.contract, self.model.output, **self._kw())
         # One hit at a time: faster than one big batch (the working set stays in cache) and each hit's audio
         # is independent of what else is in the batch.
-        if self.workers == 1:
-            return np.stack([self._one(raw[i], 1) for i in range(n)])
-        return np.stack(list(self._get_pool().map(lambda i: self._one(raw[i], 1), range(n))))
+        if self.workers == 1 or n == 1:
+            return np.stack([self._one(raw[i]) for i in range(n)])
+        return np.stack(list(self._get_pool().map(lambda i: self._one(raw[i]), range(n))))
 
-    def _kw(self, threads: int) -> dict[str, object]:
+    def _kw(self) -> dict[str, object]:
         return {"method": self.method, "iterations": self.iterations, "peak_dbfs": self.peak_dbfs,
-                "fade_ms": self.fade_ms, "threads": threads}
+                "fade_ms": self.fade_ms}
 
-    def _one(self, raw: np.ndarray, threads: int) -> np.ndarray:
-        return render_output(raw[None], self.contract, "spec", **self._kw(threads))[0]  # type: ignore[arg-type]
+    def _one(self, raw: np.ndarray) -> np.ndarray:
+        return render_output(raw[None], self.contract, "spec", **self._kw())[0]  # type: ignore[arg-type]
 
     def _get_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
