@@ -71,13 +71,13 @@ def _check(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from kickit.bridge.app import Bridge, BridgeOptions
     from kickit.bridge.groups import parse_group
-    from kickit.bridge.memory import pin_mmap_threshold
+    from kickit.bridge.memory import limit_arenas
     from kickit.bridge.renderpool import RenderProcessError
     from kickit.bridge.status import StatusPanel
 
     from kickit.modelfile import ModelError, default_model_path
 
-    pin_mmap_threshold()  # hours of renders without resident-memory creep (kickit.bridge.memory)
+    limit_arenas()  # hours of renders without resident-memory creep (kickit.bridge.memory)
     err = _check(args)
     if err:
         print(f"kickit bridge: {err}", file=sys.stderr)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from kickit.bridge import memory
 from kickit.bridge import pads as padlib
 from kickit.bridge.oscmap import Action
 from kickit.bridge.pads import KNOB_COUNT, PAD_COUNT, Pad, PadMap
@@ -292,18 +293,28 @@ class Engine:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
         except (AttributeError, OSError):
             pass
+        trimmed, last_work = True, time.monotonic()
         while True:
+            trim = False
             with self._cond:
                 while not self._stop and (self._idle() if fresh else not self._dirty):
-                    self._cond.wait(0.5)
+                    if fresh and not trimmed and time.monotonic() - last_work >= memory.IDLE_TRIM_S:
+                        trim = True  # idle for a while: give the freed heap pages back, outside the lock
+                        break
+                    self._cond.wait(0.5 if trimmed or not fresh else memory.IDLE_TRIM_S / 2)
                 if self._stop:
                     return
+            if trim:
+                memory.release()
+                trimmed = True
+                continue
             try:
                 self.render_pending(fresh)
             except Exception:
                 self.stats.render_errors += 1
                 log.exception("render worker error")
                 time.sleep(0.05)
+            trimmed, last_work = False, time.monotonic()
 
     def _touch(self, p: int, stamp: float | None = None) -> None:
         """Pad ``p``'s sound changed: re-render its current hit and drop its queued fresh variations."""

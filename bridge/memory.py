@@ -1,31 +1,58 @@
-"""Process memory settings for long sessions (an OS adapter: glibc on Linux; a no-op elsewhere).
+"""Process memory for long sessions (an OS adapter: glibc on Linux; a no-op elsewhere).
 
 A session allocates and frees the same sizes for hours: a 256 KiB stereo hit per render, a few MB of arrays per
-reconstruction, in several threads. glibc serves freed blocks above its mmap threshold from the heap once it
-has raised that threshold (it does so dynamically, up to 32 MiB, after the first large free), and per-thread
-heaps then fragment: the soak benchmark saw the bridge's resident memory creep up by ~47 MiB/hour with no live
-object behind it. Pinning the threshold makes every block of 128 KiB or more a private mapping that goes back
-to the OS when it is freed, so resident memory follows what is really in use. Each such allocation costs a
-mmap/munmap pair (microseconds), and only render and control threads allocate: the audio callback never does.
+reconstruction, in several threads. glibc keeps freed blocks in its heaps (it raises its mmap threshold after
+the first large free, up to 32 MiB) and every thread that allocates may get its own heap (arena); freed
+memory between live blocks then stays resident: the soak benchmark saw the bridge's resident memory creep up
+by ~47 MiB/hour with no live object behind it.
+
+What kickit does about it, both off the audio path:
+
+* :func:`limit_arenas`: at most ``ARENAS`` heaps in the bridge process (its control and render threads share
+  them instead of each fragmenting its own).
+* :func:`release`: ``malloc_trim(0)`` hands every whole free page inside the heaps back to the OS. The render
+  processes call it after ``IDLE_TRIM_S`` without work and the bridge's render threads when they go idle, so a
+  burst of renders keeps its warm heap and a pause gives the memory back.
+
+Measured, and why not the obvious fix: pinning the mmap threshold (every block of 128 KiB or more mapped and
+unmapped on its own) also returns the memory, but each render then page-faults its whole working set afresh
+(435 000 minor faults for 43 renders instead of 21 000) and took 40 ms instead of 17 ms.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
+from typing import Any
 
-MMAP_THRESHOLD = 128 * 1024  # bytes: blocks this size or larger are mapped and unmapped on their own
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
+ARENAS = 2  # malloc arenas in the bridge process
+IDLE_TRIM_S = 1.0  # seconds without a render before a render process trims its heap
+_M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
 
 
-def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold in this process (see the module doc). True when it was set."""
+@lru_cache(maxsize=1)
+def _libc() -> Any:
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         import ctypes
 
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to pin
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc (e.g. musl, macOS, Windows): their allocators need nothing
+        return None
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Cap glibc's malloc arenas in this process (call before threads start). True when it was set."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, int(arenas)))
+
+
+def release() -> bool:
+    """Return the free pages of every malloc heap to the OS (glibc ``malloc_trim``); True if any was returned.
+    Takes a few milliseconds on a render process's heap: call it when idle, never on the audio path."""
+    libc = _libc()
+    return bool(libc is not None and libc.malloc_trim(0))

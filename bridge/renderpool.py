@@ -35,16 +35,20 @@ def _child(path: str, rate: int, conn: Connection) -> None:
         os.nice(5)
     except OSError:
         pass
-    memory.pin_mmap_threshold()
     try:
         src = ModelSource.open(path, rate)
     except Exception as e:  # reported to the parent, which refuses the model
         conn.send(("error", f"{e}"))
         return
     conn.send(("ready", None))
+    trimmed = True
     while True:
         try:
+            if not trimmed and not conn.poll(memory.IDLE_TRIM_S):
+                memory.release()  # idle: hand the freed heap pages back (kickit.bridge.memory)
+                trimmed = True
             z = conn.recv()
+            trimmed = False
         except (EOFError, OSError):
             return
         if z is None:
@@ -99,20 +103,43 @@ class ProcessSource:
         return self.local.apply_knobs(z, values)
 
     def render(self, z: np.ndarray) -> np.ndarray:
-        item = self._free.get(timeout=300)
-        proc, conn = item
+        """Hits for latents z (B, latent): a batch is split across every child that is free now (at least one,
+        waited for), so a batch of 8 uses both cores; hits do not depend on their batch, so the audio is the
+        same bit for bit however it is split."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        items = [self._free.get(timeout=300)]
+        while len(items) < min(len(z), len(self._all)):
+            try:
+                items.append(self._free.get_nowait())
+            except queue.Empty:
+                break
+        chunks = np.array_split(z, len(items))
+        answers: list[tuple[str, object]] = []
+        failure: str | None = None
+        sent: list[tuple[mp.process.BaseProcess, Connection]] = []
         try:
-            conn.send(np.ascontiguousarray(z, dtype=np.float32))
-            if not conn.poll(300):
-                raise RenderProcessError(f"{self.name}: render process did not answer in 300 s")
-            kind, payload = conn.recv()
+            for item, chunk in zip(items, chunks, strict=True):
+                item[1].send(chunk)
+                sent.append(item)
+            for _proc, conn in sent:  # every child that was sent work is read, so no answer is left behind
+                if not conn.poll(300):
+                    failure = failure or "render process did not answer in 300 s"
+                    continue
+                answers.append(conn.recv())
         except (EOFError, OSError) as e:
-            raise RenderProcessError(f"{self.name}: render process died ({e})") from None
+            failure = f"render process died ({e})"
         finally:
-            self._free.put(item)
-        if kind != "ok":
-            raise RenderProcessError(f"{self.name}: {payload}")
-        return payload
+            for item in items:
+                self._free.put(item)
+        if failure is not None:
+            raise RenderProcessError(f"{self.name}: {failure}")
+        bad = [payload for kind, payload in answers if kind != "ok"]
+        if bad:
+            raise RenderProcessError(f"{self.name}: {bad[0]}")
+        payloads = [payload for _kind, payload in answers]
+        return payloads[0] if len(payloads) == 1 else np.concatenate(payloads)  # type: ignore[arg-type]
 
     def close(self) -> None:
         with self._lock:

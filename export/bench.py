@@ -56,6 +56,22 @@ def _session(data: bytes, threads: int, optimise: bool) -> Any:
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
 
 
+PROCESSES = 2  # the bridge's render processes (kickit.bridge.app default)
+
+
+class _Processes:
+    """The bridge's process renderer with the bench's renderer interface (inference is not timed apart)."""
+
+    def __init__(self, source: Any, model: Any) -> None:
+        self.source, self.model = source, model
+
+    def render(self, z: np.ndarray) -> np.ndarray:
+        return self.source.render(z)
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def _untrained_default(tmp: Path) -> Path:
     import torch
     from kickit.export.exporter import export_untrained
@@ -140,8 +156,16 @@ def run(args: argparse.Namespace) -> int:
             if q is not None:
                 variants.append(("int8 dynamic quantisation", q, 1, True))
         # Interleaved: every round times each variant once, so load from other processes hits all alike.
-        renderers = [HitRenderer(dataclasses.replace(model, session=_session(blob, threads, opt), threads=threads),
-                                 method, workers=threads) for _, blob, threads, opt in variants]
+        renderers: list[Any] = [
+            HitRenderer(dataclasses.replace(model, session=_session(blob, threads, opt), threads=threads), method,
+                        workers=threads) for _, blob, threads, opt in variants]
+        if not args.no_variants and not args.method:
+            # the bridge's own renderer: a batch split across its 2 render processes (kickit.bridge.renderpool)
+            from kickit.bridge.renderpool import ProcessSource
+
+            variants.append((f"fp32, full graph optimisation, {PROCESSES} render processes (the bridge)", data, 1,
+                             True))
+            renderers.append(_Processes(ProcessSource.open(path, None, processes=PROCESSES), model))
         times: list[dict[str, list[float]]] = [{"inf1": [], "tot1": [], "tot8": []} for _ in variants]
         for r in renderers:  # warm-up
             r.render(z1)
@@ -166,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     base = rows[0]  # the bridge's settings: fp32, full optimisation, 1 thread
     fp32 = [r for r in rows if r[0].startswith("fp32, full")]
     best8 = min(fp32, key=lambda r: r[4][1])
+    how8 = "2 render processes" if "processes" in best8[0] else f"{best8[1]} thread(s)"
     verdict1 = "meets" if base[3][1] <= TARGET_ONE_MS else "misses"
     verdict8 = "meets" if best8[4][1] <= TARGET_BATCH8_MS else "misses"
     lines = [
@@ -187,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"Targets: one hit <= {TARGET_ONE_MS:.0f} ms p95 with the bridge's settings (fp32, full optimisation, "
         f"1 thread): {verdict1} ({base[3][1]:.1f} ms). Batch of 8 <= {TARGET_BATCH8_MS:.0f} ms p95 "
-        f"(fp32, {best8[1]} thread(s)): {verdict8} ({best8[4][1]:.1f} ms).",
+        f"(fp32, {how8}): {verdict8} ({best8[4][1]:.1f} ms).",
     ]
     body = "\n".join(lines)
     print(body)

@@ -52,12 +52,12 @@ def family_output(cfg: Any) -> tuple[str, str]:
 
 def _export_family(generator: torch.nn.Module, contract: SpectralContract, out: str | os.PathLike[str], *,
                    family: str, latent_dim: int, training: dict[str, Any],
-                   knob_fn: Any) -> ExportResult:
+                   knob_fn: Any, fold: bool = True) -> ExportResult:
     """Export one trained module of any family (the VAE: encoder file first, then the decoder model file)."""
     output = "audio" if family == "wave-gan" else "spec"
     if family != "spec-vae":
         return export_generator(generator, contract, out, latent_dim=latent_dim, training=training,
-                                family=family, output=output, knob_fn=knob_fn)
+                                family=family, output=output, knob_fn=knob_fn, fold=fold)
     from kickit.training.vae import EncoderMean
 
     enc_path = encoder_path_for(out)
@@ -65,7 +65,7 @@ def _export_family(generator: torch.nn.Module, contract: SpectralContract, out: 
     record = export_encoder(EncoderMean(generator.encoder), generator.decoder, contract, out, latent_dim=latent_dim)
     try:
         res = export_generator(generator.decoder, contract, out, latent_dim=latent_dim, training=training,
-                               family=family, output=output, knob_fn=knob_fn, encoder=record)
+                               family=family, output=output, knob_fn=knob_fn, encoder=record, fold=fold)
         res.encoder_path = enc_path
         return res
     except ExportError:
@@ -94,8 +94,10 @@ def export_checkpoint(
     knobs: int = 8,
     seed: int = 0,
     threads: int = 2,
+    fold: bool = True,
 ) -> ExportResult:
-    """Export the (EMA) generator of a run folder or checkpoint file to ``out``."""
+    """Export the (EMA) generator of a run folder or checkpoint file to ``out`` (``fold``: see
+    :func:`kickit.export.onnx_export.export_generator`)."""
     if knobs < 0 or knob_steps < 3 or knob_steps % 2 == 0 or knob_bases < 1:
         raise ValueError(f"knobs {knobs}, knob steps {knob_steps}, knob bases {knob_bases}: need knobs >= 0, "
                          "an odd number of steps >= 3 and at least one base")
@@ -130,7 +132,7 @@ def export_checkpoint(
                              steps=knob_steps, seed=seed)
 
     return _export_family(generator, contract, out, family=family, latent_dim=latent_dim, training=training,
-                          knob_fn=knob_fn)
+                          knob_fn=knob_fn, fold=fold)
 
 
 def export_untrained(
