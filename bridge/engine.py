@@ -297,8 +297,10 @@ class Engine:
         while True:
             trim = False
             with self._cond:
-                while not self._stop and (self._idle() if fresh else not self._dirty):
-                    if fresh and not trimmed and time.monotonic() - last_work >= memory.IDLE_TRIM_S:
+                # wait while there is nothing this worker can take (not _idle(): a render in flight on the other
+                # worker is not work for this one, and waiting on it would spin)
+                while not self._stop and not self._dirty and (not fresh or self._fresh_wanted() is None):
+                    if fresh and not trimmed and not self._busy and time.monotonic() - last_work >= memory.IDLE_TRIM_S:
                         trim = True  # idle for a while: give the freed heap pages back, outside the lock
                         break
                     self._cond.wait(0.5 if trimmed or not fresh else memory.IDLE_TRIM_S / 2)

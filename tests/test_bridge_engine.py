@@ -405,6 +405,29 @@ def test_a_continuous_knob_stream_still_updates_the_pad(source: ModelSource) -> 
         e.stop()
 
 
+def test_idle_render_workers_wait_instead_of_spinning(source: ModelSource) -> None:
+    """A render in flight on one worker is no work for the other: it must sleep, not poll (a spinning worker
+    held the GIL and a core, and made every render in the bridge twice as slow)."""
+    e = Engine(source, EngineConfig(render_threads=2))
+    e.start()
+    try:
+        assert e.wait_ready(TIMEOUT)
+        time.sleep(0.2)
+        with e._lock:
+            e._busy += 1  # as if the other worker were rendering (in a render process: its thread only waits)
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            time.sleep(0.5)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        finally:
+            with e._cond:
+                e._busy -= 1
+                e._cond.notify_all()
+        assert cpu < 0.2 * wall, f"render workers used {cpu:.2f} s of CPU in {wall:.2f} s with nothing to do"
+    finally:
+        e.stop()
+
+
 def test_render_processes_give_bit_identical_hits(tiny_model_path: Path, source: ModelSource,
                                                   tmp_path: Path) -> None:
     from kickit.bridge.renderpool import ProcessSource
