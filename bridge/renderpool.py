@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -103,9 +104,10 @@ class ProcessSource:
         return self.local.apply_knobs(z, values)
 
     def render(self, z: np.ndarray) -> np.ndarray:
-        """Hits for latents z (B, latent): a batch is split across every child that is free now (at least one,
-        waited for), so a batch of 8 uses both cores; hits do not depend on their batch, so the audio is the
-        same bit for bit however it is split."""
+        """Hits for latents z (B, latent). A batch is shared by every child that is free now (at least one,
+        waited for), one hit at a time to whichever child finishes first, so a batch of 8 keeps both cores
+        busy however the hits' costs differ; hits do not depend on their batch, so the audio is the same bit
+        for bit however it is shared."""
         z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim == 1:
             z = z[None]
@@ -115,19 +117,36 @@ class ProcessSource:
                 items.append(self._free.get_nowait())
             except queue.Empty:
                 break
-        chunks = np.array_split(z, len(items))
-        answers: list[tuple[str, object]] = []
+        if len(items) == 1:
+            chunks = [z]  # one child: the whole batch in one message
+        else:
+            chunks = [z[i:i + 1] for i in range(len(z))]
+        results: list[np.ndarray | None] = [None] * len(chunks)
         failure: str | None = None
-        sent: list[tuple[mp.process.BaseProcess, Connection]] = []
+        busy: dict[Connection, int] = {}  # connection -> index of the chunk it is rendering
+        nxt = 0
         try:
-            for item, chunk in zip(items, chunks, strict=True):
-                item[1].send(chunk)
-                sent.append(item)
-            for _proc, conn in sent:  # every child that was sent work is read, so no answer is left behind
-                if not conn.poll(300):
-                    failure = failure or "render process did not answer in 300 s"
-                    continue
-                answers.append(conn.recv())
+            for _proc, conn in items:
+                if nxt < len(chunks):
+                    conn.send(chunks[nxt])
+                    busy[conn] = nxt
+                    nxt += 1
+            while busy:  # every child that was sent work is read, so no answer is left behind
+                ready = mp_connection.wait(list(busy), timeout=300)
+                if not ready:
+                    failure = "render process did not answer in 300 s"
+                    break
+                for conn in ready:
+                    i = busy.pop(conn)  # type: ignore[call-overload]
+                    kind, payload = conn.recv()  # type: ignore[union-attr]
+                    if kind != "ok":
+                        failure = failure or str(payload)
+                    else:
+                        results[i] = payload
+                    if nxt < len(chunks) and failure is None:
+                        conn.send(chunks[nxt])  # type: ignore[union-attr]
+                        busy[conn] = nxt  # type: ignore[index]
+                        nxt += 1
         except (EOFError, OSError) as e:
             failure = f"render process died ({e})"
         finally:
@@ -135,11 +154,7 @@ class ProcessSource:
                 self._free.put(item)
         if failure is not None:
             raise RenderProcessError(f"{self.name}: {failure}")
-        bad = [payload for kind, payload in answers if kind != "ok"]
-        if bad:
-            raise RenderProcessError(f"{self.name}: {bad[0]}")
-        payloads = [payload for _kind, payload in answers]
-        return payloads[0] if len(payloads) == 1 else np.concatenate(payloads)  # type: ignore[arg-type]
+        return results[0] if len(results) == 1 else np.concatenate(results)  # type: ignore[arg-type]
 
     def close(self) -> None:
         with self._lock:
