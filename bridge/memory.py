@@ -11,8 +11,9 @@ What kickit does about it, both off the audio path:
 * :func:`limit_arenas`: at most ``ARENAS`` heaps in the bridge process (its control and render threads share
   them instead of each fragmenting its own).
 * :func:`release`: ``malloc_trim(0)`` hands every whole free page inside the heaps back to the OS. The render
-  processes call it after ``IDLE_TRIM_S`` without work and the bridge's render threads when they go idle, so a
-  burst of renders keeps its warm heap and a pause gives the memory back.
+  processes call it after ``IDLE_TRIM_S`` without work (and, under a render stream that never pauses, after
+  a render every ``BUSY_TRIM_S``), the bridge's render threads when they go idle: a burst of renders keeps its
+  warm heap and a pause gives the memory back.
 
 Measured, and why not the obvious fix: pinning the mmap threshold (every block of 128 KiB or more mapped and
 unmapped on its own) also returns the memory, but each render then page-faults its whole working set afresh
@@ -27,6 +28,7 @@ from typing import Any
 
 ARENAS = 2  # malloc arenas in the bridge process
 IDLE_TRIM_S = 1.0  # seconds without a render before a render process trims its heap
+BUSY_TRIM_S = 10.0  # a render process that is never idle trims after a render at most this often
 _M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
 
 

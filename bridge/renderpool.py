@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+import time
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -42,12 +43,12 @@ def _child(path: str, rate: int, conn: Connection) -> None:
         conn.send(("error", f"{e}"))
         return
     conn.send(("ready", None))
-    trimmed = True
+    trimmed, last_trim = True, time.monotonic()
     while True:
         try:
             if not trimmed and not conn.poll(memory.IDLE_TRIM_S):
                 memory.release()  # idle: hand the freed heap pages back (kickit.bridge.memory)
-                trimmed = True
+                trimmed, last_trim = True, time.monotonic()
             z = conn.recv()
             trimmed = False
         except (EOFError, OSError):
@@ -58,6 +59,9 @@ def _child(path: str, rate: int, conn: Connection) -> None:
             conn.send(("ok", src.render(z)))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
+        if time.monotonic() - last_trim >= memory.BUSY_TRIM_S:  # never idle (a knob stream): trim now and then,
+            memory.release()  # after the answer went out
+            trimmed, last_trim = True, time.monotonic()
 
 
 class ProcessSource:
