@@ -115,7 +115,7 @@ def format_text(info: dict[str, Any]) -> str:
         f"format     kickit {info['format']}, family {info['family']}, output {info['output']}, "
         f"latent {info['latent_dim']}",
         f"weights    sha256 {info['weights_sha256']}",
-        f"exporter   {info['exporter']}",
+        f"exporter   {info['exporter']}" + (f"; graph {t['graph']}" if isinstance(t, dict) and t.get("graph") else ""),
     ]
     if t:
         data = t.get("data") or {}
