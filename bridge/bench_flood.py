@@ -28,8 +28,6 @@ import numpy as np
 from kickit.bridge import bench_latency
 from kickit.bridge.bench_soak import growth
 
-from kickit.benchdoc import write_section
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model file (default: the shipped model, else tests' tiny model)")
@@ -250,24 +248,13 @@ def report(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = args.model or bench_latency._default_model()
-    if model is None:
-        print("kickit bench flood: no model (pass --model FILE.onnx)", file=sys.stderr)
-        return 2
-    try:
-        r = measure(Path(model), args.seconds, args.rate, args.hostile, args.period, args.baseline,
-                    control=args.control)
-    except (RuntimeError, OSError, ImportError) as e:
-        print(f"kickit bench flood: {e}", file=sys.stderr)
-        return 1
-    text = report(r)
-    print(text)
-    print(json.dumps({k: v for k, v in r.items() if k != "bridge_stderr_tail"}))
-    if not args.no_write:
-        key, title = "flood", "Bridge under an OSC flood"
-        if args.control:
-            key, title = "flood-control", f"{title}: control run (the same flood to a port nobody reads)"
-        elif args.hostile != 0.5:
-            key, title = f"flood-hostile-{round(args.hostile * 100)}", f"{title} ({args.hostile:.0%} hostile)"
-        print(f"written to {write_section(key, title, text)}")
-    return 0
+    key, title = "flood", "Bridge under an OSC flood"
+    if args.control:
+        key, title = "flood-control", f"{title}: control run (the same flood to a port nobody reads)"
+    elif args.hostile != 0.5:
+        key, title = f"flood-hostile-{round(args.hostile * 100)}", f"{title} ({args.hostile:.0%} hostile)"
+    return bench_latency.run_bench(
+        "flood", args,
+        lambda model: measure(model, args.seconds, args.rate, args.hostile, args.period, args.baseline,
+                              control=args.control),
+        lambda r: (report(r), {k: v for k, v in r.items() if k != "bridge_stderr_tail"}), (key, title))

@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -265,21 +267,32 @@ def report(r: dict) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_bench(name: str, args: argparse.Namespace, measure: Callable[[Path], dict[str, Any]],
+              report: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]], section: tuple[str, str]) -> int:
+    """The shared ``run`` of the bridge benchmarks (latency, flood, soak): the model (``--model`` or the shipped
+    one), one-line errors (exit 2: no model, 1: the measurement failed), the report and a JSON line on stdout,
+    and the section ``(key, title)`` of docs/benchmarks.md unless ``--no-write``."""
     model = args.model or _default_model()
     if model is None:
-        print("kickit bench latency: no model (pass --model FILE.onnx)", file=sys.stderr)
+        print(f"kickit bench {name}: no model (pass --model FILE.onnx)", file=sys.stderr)
         return 2
     try:
-        r = measure(Path(model), args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
-                    render_processes=args.render_processes)
+        r = measure(Path(model))
     except (RuntimeError, OSError, ImportError) as e:
-        print(f"kickit bench latency: {e}", file=sys.stderr)
+        print(f"kickit bench {name}: {e}", file=sys.stderr)
         return 1
-    text = report(r)
+    text, summary = report(r)
     print(text)
-    print(json.dumps({k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb")}))
+    print(json.dumps(summary))
     if not args.no_write:
-        path = write_section("latency", "Bridge latency (note-on, knob) and xruns on JACK", text)
-        print(f"written to {path}")
+        print(f"written to {write_section(*section, text)}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_bench(
+        "latency", args,
+        lambda model: measure(model, args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
+                              render_processes=args.render_processes),
+        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb")}),
+        ("latency", "Bridge latency (note-on, knob) and xruns on JACK"))

@@ -5,14 +5,12 @@ xruns, callback errors and note-on latency over the whole run."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from kickit.bridge import bench_latency
-
-from kickit.benchdoc import write_section
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,19 +34,17 @@ def growth(rss: list[tuple[float, int]]) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = args.model or bench_latency._default_model()
-    if model is None:
-        print("kickit bench soak: no model (pass --model FILE.onnx)", file=sys.stderr)
-        return 2
     seconds = args.minutes * 60.0 if args.minutes is not None else (args.seconds or 600.0)
     if seconds <= 0:
         print(f"kickit bench soak: the run length must be positive, got {seconds:g} s", file=sys.stderr)
         return 2
-    try:
-        r = bench_latency.measure(Path(model), seconds, args.period, 44100, 0.1, 0.05)
-    except (RuntimeError, OSError, ImportError) as e:
-        print(f"kickit bench soak: {e}", file=sys.stderr)
-        return 1
+    return bench_latency.run_bench(
+        "soak", args, lambda model: bench_latency.measure(model, seconds, args.period, 44100, 0.1, 0.05), report,
+        ("soak", "Bridge soak (memory and xruns)"))
+
+
+def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The soak's table and its JSON summary."""
     delta, slope = growth(r["rss_kb"])
     first = r["rss_kb"][0][1] / 1024 if r["rss_kb"] else float("nan")
     per = 1e3 / r["rate"]
@@ -65,9 +61,5 @@ def run(args: argparse.Namespace) -> int:
         f"| xruns flagged to the bridge / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )
-    print(text)
-    print(json.dumps({"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope,
-                      **{k: v for k, v in r.items() if k not in ("rss_kb", "bridge_stderr_tail")}}))
-    if not args.no_write:
-        print(f"written to {write_section('soak', 'Bridge soak (memory and xruns)', text)}")
-    return 0
+    return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope,
+                  **{k: v for k, v in r.items() if k not in ("rss_kb", "bridge_stderr_tail")}}

@@ -258,3 +258,37 @@ def test_bench_soak_takes_minutes_and_refuses_a_bad_length(capsys: pytest.Captur
     assert err.startswith("kickit bench soak: the run length must be positive") and err.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["bench", "soak", "--minutes", "1", "--seconds", "5", "--no-write"])
+
+
+def test_bridge_benchmarks_share_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """kickit.bridge.bench_latency.run_bench: model lookup, one-line errors, report + JSON, docs section."""
+    import argparse
+    import json
+
+    from kickit.bridge import bench_latency
+
+    def measure_ok(model: Path) -> dict:
+        return {"model": model.name, "xruns": 0}
+
+    def boom(model: Path) -> dict:
+        raise RuntimeError("jackd did not start")
+
+    def rep(r: dict) -> tuple[str, dict]:
+        return f"| model | {r['model']} |", r
+
+    args = argparse.Namespace(model=None, no_write=True)
+    monkeypatch.setattr(bench_latency, "_default_model", lambda: None)
+    assert bench_latency.run_bench("soak", args, measure_ok, rep, ("soak", "t")) == 2
+    assert capsys.readouterr().err == "kickit bench soak: no model (pass --model FILE.onnx)\n"
+    args.model = tmp_path / "m.onnx"
+    assert bench_latency.run_bench("flood", args, boom, rep, ("flood", "t")) == 1
+    assert capsys.readouterr().err == "kickit bench flood: jackd did not start\n"
+    written: list[tuple] = []
+    monkeypatch.setattr(bench_latency, "write_section", lambda *a: written.append(a) or tmp_path / "b.md")
+    assert bench_latency.run_bench("latency", args, measure_ok, rep, ("latency", "t")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| model | m.onnx |" and json.loads(out[1]) == {"model": "m.onnx", "xruns": 0} and not written
+    args.no_write = False
+    assert bench_latency.run_bench("latency", args, measure_ok, rep, ("latency", "Title")) == 0
+    assert written == [("latency", "Title", "| model | m.onnx |")]
