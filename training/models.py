@@ -186,12 +186,18 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, features: bool = False) -> Any:
         if self.coords:
             x = torch.cat([x, self.rowpos.to(x.dtype).expand(x.shape[0], 1, x.shape[2], -1)], dim=1)
-        feats = []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        logits = self.head(x.flatten(1)).squeeze(1)
-        return (logits, feats) if features else logits
+        return blocks_then_head(self.blocks, self.head, x, features)
+
+
+def blocks_then_head(blocks: nn.ModuleList, head: nn.Module, x: torch.Tensor, features: bool) -> Any:
+    """A discriminator's forward: its blocks in turn, then the linear head on the flattened last output.
+    Returns the logits (B,), or with ``features`` also every block's output (for the G feature-matching loss)."""
+    feats = []
+    for block in blocks:
+        x = block(x)
+        feats.append(x)
+    logits = head(x.flatten(1)).squeeze(1)
+    return (logits, feats) if features else logits
 
 
 def _dcgan_init(module: nn.Module) -> None:

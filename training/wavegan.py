@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from kickit.training import losses as L
 from kickit.training.config import TrainConfig
+from kickit.training.models import blocks_then_head
 from kickit.training.spectral_torch import TorchSpectral
 from torch import nn
 
@@ -102,12 +103,7 @@ class WaveDiscriminator(nn.Module):
         self.head = nn.Linear(c_prev * (contract.n_samples // UPSAMPLE**n), 1)
 
     def forward(self, x: torch.Tensor, features: bool = False) -> Any:
-        feats = []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        logits = self.head(x.flatten(1)).squeeze(1)
-        return (logits, feats) if features else logits
+        return blocks_then_head(self.blocks, self.head, x, features)
 
 
 class WaveGANStep:
