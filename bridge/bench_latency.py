@@ -219,6 +219,10 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "knob_ready_p50_ms": after.get("knob_ready_ms_p50"), "knob_ready_p95_ms": after.get("knob_ready_ms_p95"),
         "render_ms_per_hit": after.get("render_ms_p50"),
         "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
+        "bridge_overruns": int(after.get("callback_overruns", 0)) - int(before.get("callback_overruns", 0)),
+        "callback_max_ms": after.get("callback_max_ms"), "callback_wait_max_ms": after.get("callback_wait_max_ms"),
+        "callback_max_before_ms": before.get("callback_max_ms"),
+        "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_server_xruns": idle_server,
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
@@ -233,7 +237,7 @@ def report(r: dict) -> str:
         return f"{frames * per:.2f} ms ({frames / p:.2f} periods)"
 
     def num(v: object) -> str:
-        return "-" if v is None else f"{v:.1f} ms"
+        return "-" if v is None else f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms"  # type: ignore[operator]
 
     ok_note = r["note_p99_frames"] <= 2 * p
     ok_knob = r["knob_ready_p95_ms"] is not None and r["knob_ready_p95_ms"] <= 30.0
@@ -255,7 +259,12 @@ def report(r: dict) -> str:
         f"| knob OSC -> new hit ready, p95 | {num(r['knob_ready_p95_ms'])} | <= 30 ms "
         f"({'met' if ok_knob else 'NOT met'}) |\n"
         f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
-        f"| xruns flagged to the bridge's callback | {r['bridge_xruns']} | 0 |\n"
+        f"| xruns caused by the bridge: callbacks whose GIL wait + mixing overran their period | "
+        f"{r.get('bridge_overruns', '-')} | 0 ({'met' if r.get('bridge_overruns') == 0 else 'NOT met'}) |\n"
+        f"| longest callback (mixing) / longest wait for the GIL: at the end; before the traffic (start-up) | "
+        f"{num(r.get('callback_max_ms'))} / {num(r.get('callback_wait_max_ms'))}; "
+        f"{num(r.get('callback_max_before_ms'))} / {num(r.get('callback_wait_max_before_ms'))} | |\n"
+        f"| xruns flagged to the bridge's callback (any cause) | {r['bridge_xruns']} | |\n"
         f"| server xruns seen by the probe client | {r['server_xruns']} | |\n"
         f"| baseline: xruns in {r['baseline_seconds']:.0f} s with the bridge idle (bridge / server) | "
         f"{r['idle_bridge_xruns']} / {r['idle_server_xruns']} | |\n"
@@ -263,7 +272,11 @@ def report(r: dict) -> str:
         "Note-on latency counts from the start of the JACK cycle in which the probe wrote the MIDI event to "
         "the first sample of the hit in the captured output (one period is the floor: the bridge's audio "
         "runs before the MIDI port in the JACK graph). Xruns on a shared 2-core machine include other "
-        "processes' load; the server count is machine-wide; the idle baseline shows the rate without traffic.\n"
+        "processes' load; the server count is machine-wide; the idle baseline shows the rate without traffic. "
+        "An xrun is the bridge's when its callback, from the host API's call (PortAudio's stream clock) to "
+        "its return, took longer than the period: the wait for the GIL (held by another bridge thread) plus "
+        "the mixing. Xruns flagged while every callback finished in time come from outside the bridge "
+        "(the server or the machine not running the cycle in time).\n"
     )
 
 

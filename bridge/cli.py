@@ -71,7 +71,7 @@ def _check(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from kickit.bridge.app import Bridge, BridgeOptions
     from kickit.bridge.groups import parse_group
-    from kickit.bridge.memory import limit_arenas
+    from kickit.bridge.memory import limit_arenas, settle
     from kickit.bridge.renderpool import RenderProcessError
     from kickit.bridge.status import StatusPanel
 
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, PresetError, OutputError, MidiError, OscError, RenderProcessError, ValueError) as e:
         print(f"kickit bridge: {e}", file=sys.stderr)
         return 2
+    settle()  # the start-up objects are out of the garbage collector's reach (kickit.bridge.memory)
     for note in bridge.notes:
         print(f"kickit bridge: {note}", file=sys.stderr)
     s = bridge.status()

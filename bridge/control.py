@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kickit.bridge import memory
 from kickit.bridge.engine import Engine
 from kickit.bridge.midimap import MidiMap
 from kickit.bridge.oscmap import Action
@@ -138,6 +139,7 @@ class Controller:
                 self._error(f"model not loaded, keeping {keeping}: {e}")
                 return
             self.model_loads += 1
+            memory.settle(collect=False)  # the new model's objects too (kickit.bridge.memory)
             log.info("model %s loaded for pad group %s (weights %s)", source.name, self.engine.group_names[g],
                      source.weights_hash[:12])
             self.announce()

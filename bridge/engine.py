@@ -289,10 +289,13 @@ class Engine:
         return True
 
     def _run(self, fresh: bool = True) -> None:
-        try:  # Linux: per-thread nice; rendering yields to the audio and MIDI threads
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
-        except (AttributeError, OSError):
-            pass
+        if getattr(self.source, "renders_in_process", True):
+            try:  # Linux: per-thread nice; rendering in this process yields to the audio and MIDI threads
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+            except (AttributeError, OSError):
+                pass
+        # (with render processes this thread only waits on a pipe and copies hits: it keeps the normal priority,
+        # so it is not preempted while it holds the GIL the audio callback waits for)
         trimmed, last_work = True, time.monotonic()
         while True:
             trim = False

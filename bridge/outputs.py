@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Protocol
 
 import numpy as np
@@ -172,6 +173,9 @@ class DeviceSink:
         self.xruns = 0
         self.callbacks = 0
         self.callback_errors = 0  # exceptions caught in the callback outside the mixer (which counts its own)
+        self.callback_max_s = 0.0  # longest callback (mixing), seconds
+        self.callback_wait_max_s = 0.0  # longest wait from the host API's call to the callback's Python code
+        self.callback_overruns = 0  # callbacks whose wait + run exceeded their period: xruns the bridge caused
         self.reconnects = 0
         self.device_name = "?"
         self.stream = None
@@ -188,10 +192,18 @@ class DeviceSink:
         return int(round(info["default_samplerate"]))
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        t0 = perf_counter()
+        wait = 0.0
         try:
             if status:
                 self.xruns += 1
             self.callbacks += 1
+            stream = self.stream
+            invoked = time_info.currentTime
+            if stream is not None and invoked > 0.0:  # PortAudio's clock: when the host API called in, vs now
+                wait = stream.time - invoked
+                if not 0.0 <= wait < 1.0:  # a host API without a usable clock
+                    wait = 0.0
             self.engine.process(outdata)
         except Exception:  # counted, never raised: an exception would stop the stream
             self.callback_errors += 1
@@ -199,6 +211,15 @@ class DeviceSink:
                 outdata.fill(0.0)
             except Exception:
                 pass
+        # The bridge's own share of the period: waiting for the GIL (other bridge threads) + mixing. A callback
+        # whose share exceeds the period is an xrun the bridge caused; the other xruns come from outside it.
+        used = perf_counter() - t0
+        if used > self.callback_max_s:
+            self.callback_max_s = used
+        if wait > self.callback_wait_max_s:
+            self.callback_wait_max_s = wait
+        if wait + used > frames / self.engine.rate:
+            self.callback_overruns += 1
 
     def _finished(self) -> None:
         if not self._stopping:
@@ -307,7 +328,8 @@ class DeviceSink:
 
     def counters(self) -> dict[str, Any]:
         return {"xruns": self.xruns, "reconnects": self.reconnects, "output_error": self.error,
-                "output_callback_errors": self.callback_errors,
+                "output_callback_errors": self.callback_errors, "callback_overruns": self.callback_overruns,
+                "callback_max_ms": self.callback_max_s * 1e3, "callback_wait_max_ms": self.callback_wait_max_s * 1e3,
                 "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
 
 

@@ -67,6 +67,8 @@ def _child(path: str, rate: int, conn: Connection) -> None:
 class ProcessSource:
     """A model file rendered in child processes; same attributes and methods as ModelSource."""
 
+    renders_in_process = False  # the engine's render threads only wait for the children
+
     def __init__(self, path: str | os.PathLike[str], rate: int | None = None, processes: int = 2) -> None:
         # validate (and keep knob metadata) in this process: a bad file is refused before any child starts
         self.local = ModelSource.open(path, rate)

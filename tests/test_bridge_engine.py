@@ -534,3 +534,58 @@ def test_release_returns_freed_hits_to_the_os() -> None:
     print(f"RSS growth, KiB: freed but held {held}, after release {released}")
     assert held > 16 * 1024  # what it fixes: the 25 MiB of freed blocks are still resident
     assert released < 4 * 1024  # KiB: the small survivors only
+
+
+def test_callback_overruns_count_only_the_bridges_own_lateness(source: ModelSource,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeviceSink: a callback whose GIL wait (host API call -> Python) plus mixing exceeds its period is an xrun
+    the bridge caused; a flagged xrun with a prompt callback is not."""
+    from types import SimpleNamespace
+
+    from kickit.bridge.outputs import DeviceSink
+
+    e = Engine(source)
+    sink = DeviceSink(e, block=128)
+    period = 128 / e.rate
+    out = np.zeros((128, 2), np.float32)
+
+    class Clock:  # the stream's clock (PortAudio stream time) when the callback's Python code runs
+        time = 10.0
+        latency = 0.006
+
+    sink.stream = Clock()
+
+    def call(invoked: float, flagged: bool = False) -> None:
+        sink._callback(out, 128, SimpleNamespace(currentTime=invoked), 1 if flagged else 0)
+
+    call(10.0 - 0.1 * period, flagged=True)  # prompt, but the host flagged an xrun (not the bridge's)
+    assert sink.xruns == 1 and sink.callback_overruns == 0
+    call(10.0 - 1.5 * period)  # waited one and a half periods for the GIL: the bridge's xrun
+    assert sink.callback_overruns == 1 and sink.callback_wait_max_s == pytest.approx(1.5 * period)
+    monkeypatch.setattr(e, "process", lambda o: time.sleep(2 * period))  # a mix that runs too long
+    call(10.0)
+    assert sink.callback_overruns == 2 and sink.callback_max_s >= 2 * period
+    call(0.0)  # a host API without a clock: only the run time counts
+    assert sink.callback_overruns == 3
+    c = sink.counters()
+    assert c["callback_overruns"] == 3 and c["callback_wait_max_ms"] == pytest.approx(1.5 * period * 1e3)
+
+
+def test_settle_takes_live_objects_out_of_full_collections() -> None:
+    import gc
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, time\n"
+        "from kickit.bridge.memory import settle\n"
+        "junk = [[i] for i in range(300000)]  # many live container objects, as after start-up\n"
+        "t = time.perf_counter(); gc.collect(); before = time.perf_counter() - t\n"
+        "settle()\n"
+        "t = time.perf_counter(); gc.collect(); after = time.perf_counter() - t\n"
+        "print(before, after, gc.get_freeze_count())\n"
+    )
+    before, after, frozen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                           check=True).stdout.split()
+    assert int(frozen) >= 300000 and float(after) < float(before) / 5
+    assert gc.isenabled()
