@@ -246,8 +246,23 @@ class SpectralContract:
         return self._decode_db(rows_db)
 
     def _decode_db(self, rows_db: np.ndarray) -> np.ndarray:
-        mag = self.db_to_magnitude(self.unpool_db(rows_db))
-        return mag * np.asarray(1.0 / self.magnitude_scale, dtype=mag.dtype)
+        """Row dB -> raw bin magnitudes: ``db_to_magnitude(unpool_db(.)) / magnitude_scale``, fused in place
+        (one output array, the scale folded into the exponent) for float32/float64."""
+        dt = rows_db.dtype
+        if not self.bands or dt not in (np.float32, np.float64):
+            mag = self.db_to_magnitude(self.unpool_db(rows_db))
+            return mag * np.asarray(1.0 / self.magnitude_scale, dtype=mag.dtype)
+        t = _tables(self)
+        out = np.empty((*rows_db.shape[:-1], self.n_bins), dtype=dt)
+        out[..., : self.low_bins] = rows_db[..., : self.low_bins]
+        np.matmul(rows_db[..., self.low_bins :], t.interp32 if dt == np.float32 else t.interp64,
+                  out=out[..., self.low_bins :])
+        silent = out < np.asarray(self.db_threshold, dtype=dt)
+        out *= np.asarray(np.log(10.0) / 20.0, dtype=dt)
+        out += np.asarray(-np.log(self.magnitude_scale), dtype=dt)
+        np.exp(out, out=out)
+        np.copyto(out, np.zeros((), dtype=dt), where=silent)
+        return out
 
 
 @dataclass(frozen=True)
