@@ -58,7 +58,9 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"| notes sent / measured / bit-exact | {r['notes_sent']} / {r['notes_measured']} / "
         f"{r['notes_bit_exact']} |\n"
         f"| note-on -> first sample p99 | {r['note_p99_frames'] * per:.2f} ms |\n"
-        f"| xruns flagged to the bridge / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
+        f"| xruns caused by the bridge (callbacks whose GIL wait + mixing overran the period) | "
+        f"{r.get('bridge_overruns', '-')} |\n"
+        f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )
     return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope,
