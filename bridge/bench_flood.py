@@ -15,7 +15,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -74,13 +73,12 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
             baseline: float = 10.0, sample_rate: int = 44100, control: bool = False) -> dict:
     """``control``: the same flood goes to a socket nobody reads (what the sender's load alone costs)."""
     from kickit.bridge.engine import Engine, EngineConfig
-    from kickit.bridge.jackprobe import DummyJack, JackProbe, first_sample
+    from kickit.bridge.jackprobe import DummyJack, JackProbe
     from kickit.bridge.oscmap import build
     from kickit.bridge.source import ModelSource
 
     eng = Engine(ModelSource.open(model, sample_rate), EngineConfig(seed=0))
     expected = eng.source.render(eng.source.apply_knobs(eng.pads[0].latent, eng.pads[0].knobs)[None])[0]
-    h0 = first_sample(expected) or 0
     del eng
 
     server = DummyJack(sample_rate, period).start()
@@ -172,40 +170,17 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
             probe.close()
         if bridge is not None:
             alive = bridge.poll() is None
-            bridge.send_signal(signal.SIGINT)
-            try:
-                bridge.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-        errlog.seek(0)
-        err = errlog.read().decode(errors="replace")
-        errlog.close()
+        err = bench_latency.stop_bridge(bridge, errlog)
         server.stop()
-    cap = probe.captured()
-    notes = [(f, t) for f, t in probe.sent if t > 0]
-    panics = sorted(f for f, t in probe.sent if t < 0)
-    heard = exact = 0
-    for frame, _tag in notes:
-        start = frame - probe.start_frame
-        later = [f for f in panics if f > frame]
-        end = (later[0] - probe.start_frame) if later else cap.shape[1]
-        if start < 0 or start >= cap.shape[1]:
-            continue
-        on = first_sample(cap[:, :end], start)
-        if on is None:
-            continue
-        heard += 1
-        onset = on - h0
-        n = min(end - onset, expected.shape[1])
-        if n > 0 and np.array_equal(cap[:, onset:onset + n], expected[:, :n]):
-            exact += 1
+    notes, latencies, exact = bench_latency.match_notes(probe, expected)
+    heard = len(latencies)
     delta, slope = growth(rss)
     return {
         "model": model.name, "seconds": seconds, "rate": rate, "hostile": hostile, "period": period,
         "sample_rate": sample_rate, "sent": int(sent.value), "osc_received": after.get("osc_received", 0) - before.get(
             "osc_received", 0) - 20, "osc_handled": after.get("osc_handled", 0) - before.get("osc_handled", 0) - 20,
         "osc_dropped": after.get("osc_dropped", 0) - before.get("osc_dropped", 0),
-        "osc_errors": after.get("osc_errors", 0), "notes_sent": len(notes), "notes_heard": heard,
+        "osc_errors": after.get("osc_errors", 0), "notes_sent": notes, "notes_heard": heard,
         "notes_bit_exact": exact, "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
         "bridge_overruns": int(after.get("callback_overruns", 0)) - int(before.get("callback_overruns", 0)),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_bridge_xruns": idle_bridge,

@@ -109,14 +109,13 @@ def _pct(values: list[float], q: float) -> float:
 def measure(model: Path, seconds: float, period: int, rate: int, note_interval: float,
             knob_interval: float, baseline: float = 5.0, render_processes: int = 2) -> dict:
     from kickit.bridge.engine import Engine, EngineConfig
-    from kickit.bridge.jackprobe import DummyJack, JackProbe, first_sample
+    from kickit.bridge.jackprobe import DummyJack, JackProbe
     from kickit.bridge.oscmap import build
     from kickit.bridge.source import ModelSource
 
     # the hit pad 0 will play (same model, seed 0): where its first sample is, and what it must sound like
     eng = Engine(ModelSource.open(model, rate), EngineConfig(seed=0))
     expected = eng.source.render(eng.source.apply_knobs(eng.pads[0].latent, eng.pads[0].knobs)[None])[0]
-    h0 = first_sample(expected) or 0
     del eng
 
     server = DummyJack(rate, period).start()
@@ -181,38 +180,12 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         sock.close()
         if probe is not None:
             probe.close()
-        if bridge is not None:
-            bridge.send_signal(signal.SIGINT)
-            try:
-                bridge.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-        errlog.seek(0)
-        err = errlog.read().decode(errors="replace")
-        errlog.close()
+        err = stop_bridge(bridge, errlog)
         server.stop()
-    cap = probe.captured()
-    latencies: list[int] = []
-    exact = 0
-    notes = [(f, t) for f, t in probe.sent if t > 0]
-    panics = sorted(f for f, t in probe.sent if t < 0)
-    for frame, _tag in notes:
-        start = frame - probe.start_frame
-        later = [f for f in panics if f > frame]
-        end = (later[0] - probe.start_frame) if later else cap.shape[1]  # the next all-notes-off cuts the hit
-        if start < 0 or start >= cap.shape[1]:
-            continue
-        on = first_sample(cap[:, :end], start)
-        if on is None:
-            continue
-        onset = on - h0
-        latencies.append(onset - start)
-        n = min(end - onset, expected.shape[1])
-        if n > 0 and np.array_equal(cap[:, onset:onset + n], expected[:, :n]):
-            exact += 1
+    notes, latencies, exact = match_notes(probe, expected)
     lat = np.asarray(latencies, dtype=np.float64)
     return {
-        "model": model.name, "render_processes": render_processes, "rate": rate, "period": period, "seconds": seconds, "notes_sent": len(notes),
+        "model": model.name, "render_processes": render_processes, "rate": rate, "period": period, "seconds": seconds, "notes_sent": notes,
         "notes_measured": len(latencies), "notes_bit_exact": exact,
         "note_p50_frames": _pct(list(lat), 50), "note_p99_frames": _pct(list(lat), 99),
         "note_max_frames": float(lat.max()) if len(lat) else float("nan"),
@@ -227,6 +200,48 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
     }
+
+
+def stop_bridge(bridge: subprocess.Popen[bytes] | None, errlog: Any) -> str:
+    """Stop the bridge subprocess like Ctrl-C (killed after 20 s) and return what it wrote to stderr."""
+    if bridge is not None:
+        bridge.send_signal(signal.SIGINT)
+        try:
+            bridge.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+    errlog.seek(0)
+    err = errlog.read().decode(errors="replace")
+    errlog.close()
+    return err
+
+
+def match_notes(probe: Any, expected: np.ndarray) -> tuple[int, list[int], int]:
+    """The probe's notes found in its capture: (notes sent, note-on -> first sample in frames of each note
+    heard, how many of those are bit-identical to ``expected``). The next all-notes-off cuts a hit."""
+    from kickit.bridge.jackprobe import first_sample
+
+    h0 = first_sample(expected) or 0
+    cap = probe.captured()
+    latencies: list[int] = []
+    exact = 0
+    notes = [f for f, t in probe.sent if t > 0]
+    panics = sorted(f for f, t in probe.sent if t < 0)
+    for frame in notes:
+        start = frame - probe.start_frame
+        later = [f for f in panics if f > frame]
+        end = (later[0] - probe.start_frame) if later else cap.shape[1]
+        if start < 0 or start >= cap.shape[1]:
+            continue
+        on = first_sample(cap[:, :end], start)
+        if on is None:
+            continue
+        onset = on - h0
+        latencies.append(onset - start)
+        n = min(end - onset, expected.shape[1])
+        if n > 0 and np.array_equal(cap[:, onset:onset + n], expected[:, :n]):
+            exact += 1
+    return len(notes), latencies, exact
 
 
 def report(r: dict) -> str:
