@@ -134,3 +134,21 @@ def jack_server() -> Iterator[JackServer]:
         yield server
     finally:
         server.stop()
+
+
+def start_bridge(model: Path, server: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """``kickit bridge`` as a subprocess on JACK server ``server`` (no MIDI input), OSC on a free UDP port;
+    stderr is piped as text. Returns the process and its OSC port."""
+    import socket
+    import sys
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(model), "--midi-in", "none",
+         "--osc-port", str(port), *args],
+        env=dict(os.environ, JACK_DEFAULT_SERVER=server), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    return proc, port

@@ -22,7 +22,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from jackserver import JackServer, reinit_portaudio
+from jackserver import JackServer, reinit_portaudio, start_bridge
 from kickit.bridge.oscmap import _elements, build
 
 pytestmark = pytest.mark.jack
@@ -210,14 +210,7 @@ def test_kickit_render_matches_the_live_result(rig, tiny_model_path: Path) -> No
 def test_a_lost_device_does_not_kill_the_bridge(tiny_model_path: Path, tmp_path: Path) -> None:
     """The bridge as a subprocess: its JACK server dies; it keeps answering OSC, reports it, exits cleanly."""
     with JackServer() as server:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(tiny_model_path), "--midi-in", "none",
-             "--osc-port", str(port)], env=dict(os.environ, JACK_DEFAULT_SERVER=server.name),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc, port = start_bridge(tiny_model_path, server.name)
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.settimeout(0.5)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jackserver import JackServer
+from jackserver import JackServer, start_bridge
 from kickit.bridge.oscmap import build
 
 TIMEOUT = 120.0
@@ -100,15 +100,7 @@ def test_jack_server_killed_and_restarted_the_bridge_keeps_its_state_and_plays_a
         pytest.skip("jackd is not installed")
     name = f"kickit-restart-{os.getpid()}"
     server = JackServer(name=name).start()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(tiny_model_path), "--midi-in", "none",
-         "--osc-port", str(port), "--render-processes", "0"],
-        env=dict(os.environ, JACK_DEFAULT_SERVER=name), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+    proc, port = start_bridge(tiny_model_path, name, "--render-processes", "0")
     client = Client(port)
     try:
         client.wait(lambda st: "audio device" in st["output"])
