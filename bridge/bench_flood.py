@@ -123,21 +123,10 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         probe.start_capture()
         t0 = time.monotonic()
         go.set()
-        rss: list[tuple[float, int]] = []
-        next_note, next_rss, tag = t0 + 0.2, t0, 0
+        traffic = bench_latency.NoteTraffic(probe, bridge.pid, t0, 0.1)
+        rss = traffic.rss
         while time.monotonic() - t0 < seconds:
-            now = time.monotonic()
-            if now >= next_rss:
-                kb = bench_latency._rss_kb(bridge.pid)
-                if kb is not None:
-                    rss.append((now - t0, kb))
-                next_rss += 1.0
-            if now >= next_note:
-                probe.send([0xB0, 123, 0], -1)
-                time.sleep(0.010)
-                tag += 1
-                probe.send([0x90, 36, 127], tag)
-                next_note += 0.1
+            traffic.tick(time.monotonic())
             time.sleep(0.002)
         flood.join(60)  # it stops at `seconds` by itself
         time.sleep(0.5)  # what is still in the socket buffer is read

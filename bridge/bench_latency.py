@@ -149,24 +149,12 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         probe.start_capture()
         rng = np.random.default_rng(0)
         t0 = time.monotonic()
-        next_note = t0 + 0.2
         next_knob = t0 + 0.01
-        tag = 0
-        rss: list[tuple[float, int]] = []
-        next_rss = t0
+        traffic = NoteTraffic(probe, bridge.pid, t0, note_interval)
+        rss = traffic.rss
         while time.monotonic() - t0 < seconds:
             now = time.monotonic()
-            if now >= next_rss:
-                kb = _rss_kb(bridge.pid)
-                if kb is not None:
-                    rss.append((now - t0, kb))
-                next_rss += 1.0
-            if now >= next_note:
-                probe.send([0xB0, 123, 0], -1)
-                time.sleep(0.010)
-                tag += 1
-                probe.send([0x90, 36, 127], tag)
-                next_note += note_interval
+            traffic.tick(now)
             if now >= next_knob:
                 sock.sendto(build(f"/kickit/knob/{int(rng.integers(8))}", float(rng.uniform(-1, 1))),
                             ("127.0.0.1", osc_port))
@@ -200,6 +188,30 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
     }
+
+
+class NoteTraffic:
+    """The benchmarks' note traffic, advanced by :meth:`tick` from their send loop: a note-on of pad 0 every
+    ``note_interval`` s, each 10 ms after an all-notes-off (tagged -1), and the bridge's RSS once a second
+    (``rss``: (seconds since ``t0``, KiB))."""
+
+    def __init__(self, probe: Any, pid: int, t0: float, note_interval: float) -> None:
+        self.probe, self.pid, self.t0, self.note_interval = probe, pid, t0, note_interval
+        self.next_note, self.next_rss, self.tag = t0 + 0.2, t0, 0
+        self.rss: list[tuple[float, int]] = []
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_rss:
+            kb = _rss_kb(self.pid)
+            if kb is not None:
+                self.rss.append((now - self.t0, kb))
+            self.next_rss += 1.0
+        if now >= self.next_note:
+            self.probe.send([0xB0, 123, 0], -1)
+            time.sleep(0.010)
+            self.tag += 1
+            self.probe.send([0x90, 36, 127], self.tag)
+            self.next_note += self.note_interval
 
 
 def stop_bridge(bridge: subprocess.Popen[bytes] | None, errlog: Any) -> str:

@@ -152,3 +152,17 @@ def start_bridge(model: Path, server: str, *args: str) -> tuple[subprocess.Popen
         env=dict(os.environ, JACK_DEFAULT_SERVER=server), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
     return proc, port
+
+
+def stop_bridge(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C a bridge started by :func:`start_bridge`; returns its stderr (killed, and the error re-raised,
+    when it does not exit within 30 s)."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return err

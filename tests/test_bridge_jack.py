@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from jackserver import JackServer, reinit_portaudio, start_bridge
+from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge
 from kickit.bridge.oscmap import _elements, build
 
 pytestmark = pytest.mark.jack
@@ -240,12 +239,7 @@ def test_a_lost_device_does_not_kill_the_bridge(tiny_model_path: Path, tmp_path:
             assert status() is not None
             sock.close()
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                _, err = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+            err = stop_bridge(proc)
         assert proc.returncode == 0, err[-2000:]
 
 

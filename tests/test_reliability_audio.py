@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jackserver import JackServer, start_bridge
+from jackserver import JackServer, start_bridge, stop_bridge
 from kickit.bridge.oscmap import build
 
 TIMEOUT = 120.0
@@ -135,12 +135,7 @@ def test_jack_server_killed_and_restarted_the_bridge_keeps_its_state_and_plays_a
         _same_hit(name, port, 3, before["peak"])
     finally:
         client.sock.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        err = stop_bridge(proc)
         server.stop()
     assert proc.returncode == 0, err[-2000:]
 
