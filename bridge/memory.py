@@ -10,19 +10,23 @@ What kickit does about it, both off the audio path:
 
 * :func:`limit_arenas`: at most ``ARENAS`` heaps in the bridge process (its control and render threads share
   them instead of each fragmenting its own).
-* :func:`release`: ``malloc_trim(0)`` hands every whole free page inside the heaps back to the OS. The render
-  processes call it after ``IDLE_TRIM_S`` without work (and, under a render stream that never pauses, after
-  a render every ``BUSY_TRIM_S``), the bridge's render threads when they go idle: a burst of renders keeps its
-  warm heap and a pause gives the memory back.
+* :func:`keep_heap_warm` (render processes, ``kickit bench render``): every array from the heap, and the heap
+  never shrunk by ``free``: a render then reuses the pages the last one used. With glibc's defaults each
+  render mapped fresh pages for its large arrays and page-faulted 400-2 400 times (up to 10 MB): a third of
+  a render's time on this 2-core VM (8 hits: 129 -> 88 ms of reconstruction, docs/benchmarks.md). A render
+  process's heap then stays at the size of one render's working set (tens of MB), the same every render.
+* :func:`release`: ``malloc_trim(0)`` hands every whole free page inside the heaps back to the OS. A render
+  process calls it after ``RENDER_IDLE_TRIM_S`` without work (the producer stopped playing: the next render
+  pays its page faults once), the bridge's render threads after ``IDLE_TRIM_S``.
 
 And for the audio callback, which runs Python: :func:`settle` (after start-up and after each model swap) moves
 every object alive then out of the cyclic garbage collector's reach (``gc.freeze``). A full collection of
 the bridge's ~32 000 start-up objects holds the GIL for 5-7 ms (measured; more than a 2.9 ms period), in
 whatever thread triggers it, while the callback waits; after the freeze it scans only what is new (0.001 ms).
 
-Measured, and why not the obvious fix: pinning the mmap threshold (every block of 128 KiB or more mapped and
-unmapped on its own) also returns the memory, but each render then page-faults its whole working set afresh
-(435 000 minor faults for 43 renders instead of 21 000) and took 40 ms instead of 17 ms.
+Measured, and why not the obvious fix for memory: pinning the mmap threshold low (every block of 128 KiB or
+more mapped and unmapped on its own) also returns the memory, but each render then page-faults its whole
+working set afresh (435 000 minor faults for 43 renders instead of 21 000) and took 40 ms instead of 17 ms.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from functools import lru_cache
 from typing import Any
 
 ARENAS = 2  # malloc arenas in the bridge process
-IDLE_TRIM_S = 1.0  # seconds without a render before a render process trims its heap
-BUSY_TRIM_S = 10.0  # a render process that is never idle trims after a render at most this often
-_M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
+IDLE_TRIM_S = 1.0  # seconds without a render before the bridge's render threads trim the heap
+RENDER_IDLE_TRIM_S = 30.0  # seconds without a render before a render process trims its (warm) heap
+WARM_MMAP_THRESHOLD = 32 << 20  # bytes: blocks under it come from the heap (glibc's largest allowed value)
+WARM_TRIM_THRESHOLD = 1 << 30  # bytes of free heap top before free() shrinks the heap: in effect never
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt parameter numbers (glibc malloc.h)
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +63,15 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
     """Cap glibc's malloc arenas in this process (call before threads start). True when it was set."""
     libc = _libc()
     return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, int(arenas)))
+
+
+def keep_heap_warm() -> bool:
+    """Serve every block under ``WARM_MMAP_THRESHOLD`` from the heap and never shrink it on ``free`` (glibc
+    ``mallopt``), so repeated renders reuse warm pages instead of page-faulting fresh ones. For a process
+    whose work is renders (call before the first one). True when it was set."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, WARM_MMAP_THRESHOLD)
+                and libc.mallopt(_M_TRIM_THRESHOLD, WARM_TRIM_THRESHOLD))
 
 
 def release() -> bool:

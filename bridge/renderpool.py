@@ -4,9 +4,10 @@ The audio callback (PortAudio) and the MIDI callback run Python in real-time thr
 the same process holds the GIL and is itself preempted (a loaded machine), the callback misses its period -
 priority inversion. :class:`ProcessSource` has the interface of :class:`kickit.bridge.source.ModelSource`
 but runs inference + reconstruction in ``processes`` child processes (spawned, each with its own model
-session, one intra-op thread); the bridge's render threads only wait on a pipe (GIL released) and copy the
-finished hits back. The child runs exactly :meth:`ModelSource.render`, so hits are bit-identical to the
-in-process path (``kickit render``, tests).
+session, one intra-op thread, at background CPU priority (:mod:`kickit.bridge.priority`) and with a warm heap
+(:func:`kickit.bridge.memory.keep_heap_warm`)); the bridge's render threads only wait on a pipe (GIL
+released) and copy the finished hits back. The child runs exactly :meth:`ModelSource.render`, so hits are
+bit-identical to the in-process path (``kickit render``, tests).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import multiprocessing as mp
 import os
 import queue
 import threading
-import time
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from kickit.bridge import memory
+from kickit.bridge import memory, priority
 from kickit.bridge.source import ModelSource
 
 log = logging.getLogger("kickit.bridge")
+
+
+WARM_UP_RENDERS = 2  # hits a render process renders (and throws away) before it reports ready
 
 
 class RenderProcessError(RuntimeError):
@@ -33,22 +36,22 @@ class RenderProcessError(RuntimeError):
 
 
 def _child(path: str, rate: int, conn: Connection) -> None:
-    try:
-        os.nice(5)
-    except OSError:
-        pass
+    priority.background()  # rendering yields to the bridge's threads (kickit.bridge.priority)
+    memory.keep_heap_warm()  # renders reuse their pages (kickit.bridge.memory)
     try:
         src = ModelSource.open(path, rate)
+        warm = np.random.default_rng(0).standard_normal((WARM_UP_RENDERS, src.latent_dim)).astype(np.float32)
+        src.render(warm)  # the first real render finds the heap grown and the code paths loaded
     except Exception as e:  # reported to the parent, which refuses the model
         conn.send(("error", f"{e}"))
         return
     conn.send(("ready", None))
-    trimmed, last_trim = True, time.monotonic()
+    trimmed = False
     while True:
         try:
-            if not trimmed and not conn.poll(memory.IDLE_TRIM_S):
-                memory.release()  # idle: hand the freed heap pages back (kickit.bridge.memory)
-                trimmed, last_trim = True, time.monotonic()
+            if not trimmed and not conn.poll(memory.RENDER_IDLE_TRIM_S):
+                memory.release()  # a long pause: hand the heap's free pages back (kickit.bridge.memory)
+                trimmed = True
             z = conn.recv()
             trimmed = False
         except (EOFError, OSError):
@@ -59,9 +62,6 @@ def _child(path: str, rate: int, conn: Connection) -> None:
             conn.send(("ok", src.render(z)))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
-        if time.monotonic() - last_trim >= memory.BUSY_TRIM_S:  # never idle (a knob stream): trim now and then,
-            memory.release()  # after the answer went out
-            trimmed, last_trim = True, time.monotonic()
 
 
 class ProcessSource:

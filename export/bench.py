@@ -115,12 +115,15 @@ def _half(data: bytes) -> bytes | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kickit.bridge import memory
+
     from kickit.benchdoc import write_section
     from kickit.hits import DEFAULT_METHOD, HitRenderer, render_output
     from kickit.modelfile import default_model_path, load_model
 
     method = args.method or DEFAULT_METHOD
     runs = max(2, args.runs)
+    memory.keep_heap_warm()  # the render processes' heap policy (kickit.bridge.memory), here too
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         if args.model:

@@ -146,8 +146,11 @@ def render_output(
     if not np.all(np.isfinite(raw)):  # a model may misbehave on some latent: silence there, never a crash
         raw = np.nan_to_num(raw, nan=-1.0 if output == "spec" else 0.0, posinf=1.0, neginf=-1.0)
     if output == "spec":
-        mag = contract.decode_magnitude(raw)
-        audio = reconstruction.reconstruct(mag, contract, method=method, iterations=iterations, threads=threads)
+        # one hit at a time: each is decoded on its own support (a hit is the same alone or in a batch)
+        audio = np.zeros((*raw.shape[:-2], contract.n_samples), dtype=np.float32)
+        for src, dst in zip(raw.reshape(-1, *raw.shape[-3:]), audio.reshape(-1, *audio.shape[-2:]), strict=True):
+            dst[...] = reconstruction.reconstruct(contract.decode_magnitude(src), contract, method=method,
+                                                  iterations=iterations, threads=threads)
     elif output == "audio":
         audio = raw
     else:

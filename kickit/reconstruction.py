@@ -48,7 +48,7 @@ RANDOM_PHASE_SEED = 0
 ONSET_LOCK_S = 0.05  # s: over the onset every bin is phase-locked (transients are vertical ridges)
 ATTACK_S = 0.12  # s: what pghi+fgla refines (where PGHI leaves most of its error; docs/reconstruction.md)
 HEAP_DB = 40.0  # dB under the hit's peak: cells above it are integrated by the exact heap (docs/reconstruction.md)
-HEAP_MAX_CELLS = 1000  # at most this many (the strongest) cells go through the heap: bounds its time per hit
+HEAP_MAX_CELLS = 600  # at most this many (the strongest) cells go through the heap: bounds its time per hit
 _TINY = np.float32(1e-30)
 
 
@@ -101,7 +101,11 @@ def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan, in_pla
 
 def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int) -> np.ndarray:
     """Signal in padded coordinates (..., >= (F - 1) * hop + n_fft) -> complex128 STFT (..., F, n_bins)."""
-    view = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=-1)[..., :: c.hop, :][..., :n_frames, :]
+    if padded.shape[-1] < (n_frames - 1) * c.hop + c.n_fft:
+        raise ValueError("_analyse: signal too short for its frames")
+    s = padded.strides[-1]  # frames as a strided view (what sliding_window_view makes, without its overhead)
+    view = np.lib.stride_tricks.as_strided(padded, (*padded.shape[:-1], n_frames, c.n_fft),
+                                           (*padded.strides[:-1], c.hop * s, s), writeable=False)
     return np.fft.rfft(np.multiply(view, plan.window64, dtype=np.float64), axis=-1)
 
 
@@ -112,30 +116,91 @@ def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarra
     return _overlap_add(frames_td, c, plan, in_place=True)
 
 
-def _cumsum_frames(w: np.ndarray) -> np.ndarray:
-    """Cumulative sum along the frame axis of (H, F, B) float32: a loop over frames of contiguous rows, twice
-    as fast as ``np.cumsum(axis=1)`` (which strides across rows) and the same sequential sums."""
+def _cumsum_frames(w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Cumulative sum along the frame axis (-2) of float32 ``(..., F, B)``, plus ``start`` (a row carried in
+    from earlier frames): a loop over frames of contiguous rows, twice as fast as ``np.cumsum(axis=-2)``
+    (which strides across rows) and the same sequential sums."""
     t = w.copy()
-    for i in range(1, t.shape[1]):
-        np.add(t[:, i], t[:, i - 1], out=t[:, i])
+    if start is not None:
+        t[..., 0, :] += start
+    if t.shape[-1] <= 64:  # narrow rows (a tail box): numpy's own loop, the same sequential sums
+        return np.cumsum(t, axis=-2, out=t)
+    for i in range(1, t.shape[-2]):
+        np.add(t[..., i, :], t[..., i - 1, :], out=t[..., i, :])
     return t
 
 
-def _final_synthesis(mag: np.ndarray, unit: np.ndarray, c: SpectralContract, plan: _Plan, out: np.ndarray,
-                     threads: int) -> None:
-    """Every channel's magnitude with the shared phase -> audio, written into ``out`` (H, channels, n).
+# ----- where a hit sounds: the cells worth computing -------------------------------------------------------
+@dataclass(frozen=True)
+class _Support:
+    """The part of one hit's (frames, bins) grid that holds anything above the mask, as two boxes.
+
+    Frames ``[0, split)`` keep bins ``[0, width)``; frames ``[split, frames)`` keep bins ``[0, tail_width)``.
+    Every cell outside is silent (masked), so its phase is never needed. A kick's tail holds only its low
+    bins (often 20-150 of 1025) for most of its frames: the tail box is what makes long hits cheap.
+    Each width includes one silent bin past the last sounding one, so the frequency differences at the last
+    sounding bin are the same as over the full grid.
+    """
+
+    frames: int
+    split: int
+    width: int
+    tail_width: int
+
+    @property
+    def has_tail(self) -> bool:
+        return self.split < self.frames
+
+
+# Cost of a second box, in cells: the per-call overhead of the numpy passes over it (a tail box under it
+# does not pay for itself).
+_TAIL_BOX_COST = 8192
+
+
+def _support(mid: np.ndarray, n_bins: int, min_split: int, two_boxes: bool = True) -> _Support:
+    """The two boxes covering the sounding cells of ``mid`` (F, B) with the fewest cells (the split is
+    searched over every frame from ``min_split``); ``two_boxes=False``: one box (the bounding width)."""
+    f = mid.shape[0]
+    sounding = mid > 0
+    last = mid.shape[1] - 1 - np.argmax(sounding[:, ::-1], axis=1)  # last sounding bin per frame
+    last[~sounding[np.arange(f), last]] = -1  # silent frames
+    width = int(min(n_bins, max(2, int(last.max()) + 2)))
+    lo = min(f, max(1, min_split))
+    if not two_boxes or lo >= f:
+        return _Support(f, f, width, width)
+    tails = np.minimum(width, np.maximum(2, np.maximum.accumulate(last[::-1])[::-1] + 2))  # box width from frame k
+    splits = np.arange(lo, f)
+    cost = splits * width + (f - splits) * tails[lo:] + _TAIL_BOX_COST
+    k = int(np.argmin(cost))
+    if cost[k] >= f * width:
+        return _Support(f, f, width, width)
+    return _Support(f, int(splits[k]), width, int(tails[lo + k]))
+
+
+def _final_synthesis(mag: np.ndarray, unit: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan,
+                     out: np.ndarray, threads: int) -> None:
+    """Every channel's magnitude (C, F, B) with the shared phase ``unit`` (frames, width) -> audio, written
+    into ``out`` (C, n). Only the support's cells are multiplied; the rest of each spectrum stays zero.
     With ``threads`` > 1 the channels are synthesised on a small pool: the same arithmetic per channel, so the
     result is bit-identical to one thread. Measured: numpy's FFTs hold the GIL, so this does not pay with
-    numpy (9.2 vs 8.8 ms per hit); it is kept for machines with an idle second core and a GIL-free FFT."""
+    numpy; it is kept for machines with an idle second core and a GIL-free FFT."""
     half = c.n_fft // 2
+    f, w, fa, bt = sup.frames, sup.width, sup.split, sup.tail_width
 
     def one(ch: int) -> None:
-        y = _synthesise(mag[:, ch] * unit, c, plan)
+        spec = specs[min(ch, len(specs) - 1)]  # the support's cells are rewritten, the rest stays zero
+        np.multiply(mag[ch, :fa, :w], unit[:fa], out=spec[:fa, :w])
+        if sup.has_tail:
+            np.multiply(mag[ch, fa:f, :bt], unit[fa:, :bt], out=spec[fa:, :bt])
+        y = _synthesise(spec, c, plan)
         n = min(c.n_samples, y.shape[-1] - half)
-        out[:, ch, :n] = y[..., half : half + n]
+        out[ch, :n] = y[half : half + n]
 
-    channels = mag.shape[1]
-    if threads > 1 and channels > 1:
+    channels = mag.shape[0]
+    parallel = threads > 1 and channels > 1
+    # padded by hand (irfft pads short rows slowly); one spectrum per thread
+    specs = [np.zeros((f, c.n_bins), dtype=np.complex64) for _ in range(channels if parallel else 1)]
+    if parallel:
         list(_pool(min(threads, channels)).map(one, range(channels)))
     else:
         for ch in range(channels):
@@ -161,16 +226,17 @@ def active_frames(mag: np.ndarray) -> int:
 
 
 def _work_frames(mag: np.ndarray, frames: int) -> int:
-    """Frames to process: the active ones plus one silent frame, so the phase-gradient differences at the
-    last active frame are the same for a hit alone and inside a batch (batch == single, bit for bit)."""
+    """Frames to process: the active ones plus one silent frame (the phase-gradient differences at the last
+    active frame then see the silence after it, as over the full grid)."""
     f = active_frames(mag)
     return min(frames, f + 1) if f else 0
 
 
-# ----- phase estimators: mid magnitude (H, F, B) -> unit phase (H, F, B) complex64 -----------------------
+# ----- phase estimators: mid magnitude -> unit phase complex64 ------------------------------------------
 def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, start: np.ndarray,
           momentum: float = MOMENTUM, frames: int | None = None) -> np.ndarray:
-    """Fast Griffin-Lim on the mid magnitude from a unit phase ``start``; returns the final unit phase.
+    """Fast Griffin-Lim on the mid magnitude (H, F, W) from a unit phase ``start``; returns the final unit
+    phase. ``W`` may be less than n_bins: the bins above are silent (the support's width).
 
     With ``frames``, only the phases of the first ``frames`` frames are refined (the attack, where a
     non-iterative start leaves most of its error); the following n_fft / hop - 1 frames keep their start phase
@@ -179,33 +245,36 @@ def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, st
     start = np.broadcast_to(start, mid.shape)
     if not iterations:
         return start
-    f = mid.shape[-2]
+    f, w = mid.shape[-2:]
     k = f if frames is None else max(1, min(frames, f))
     ctx = min(f, k + c.n_fft // c.hop - 1)
-    tail = mid[:, k:ctx] * start[:, k:ctx]
+    full = np.zeros((mid.shape[0], ctx, c.n_bins), dtype=np.complex64)  # padded spectrum, reused
+    np.multiply(mid[:, k:ctx], start[:, k:ctx], out=full[:, k:ctx, :w])
     cur = mid[:, :k] * start[:, :k]
     prev = cur
     alpha = np.float32(momentum)
     for _ in range(iterations):
-        full = cur if ctx == k else np.concatenate([cur, tail], axis=1)
+        full[:, :k, :w] = cur
         spec = _analyse(_synthesise(full, c, plan), c, plan, k)
-        proj = mid[:, :k] * _unit(spec)
+        proj = mid[:, :k] * _unit(spec[..., :w])
         cur = proj + alpha * (proj - prev)
         prev = proj
     out = _unit(cur)
     return out if k == f else np.concatenate([out, start[:, k:]], axis=1)
 
 
-def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float,
+                     peak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PGHI phase derivatives of the mid magnitude, residual parts (float32, (H, F, B)) and the tolerance mask.
 
     Returned: ``wr`` = phase advance per frame minus ``2 pi m hop / n_fft`` (the bin's own frequency) and
     ``gr`` = phase advance per bin minus ``pi`` (kickit frames start, rather than centre, at the analysis
     time: a factor (-1)^m), both in radians, and ``big`` (cells within ``tol_db`` of each hit's peak).
+    ``peak`` (H,): each hit's peak, when ``mid`` is only part of the hit.
     """
     a, m_fft = c.hop, c.n_fft
-    peak = mid.reshape(mid.shape[0], -1).max(axis=1)
+    if peak is None:
+        peak = mid.reshape(mid.shape[0], -1).max(axis=1)
     floor = (peak * np.float32(10.0 ** (-tol_db / 20.0))).astype(np.float32)[:, None, None]
     big = mid > floor
     s = np.log(np.maximum(mid, np.maximum(floor, _TINY)))
@@ -229,11 +298,13 @@ def _gradient(s: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
-def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB,
+def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB,
           heap_db: float = HEAP_DB) -> np.ndarray:
-    """Vectorised PGHI: a spanning tree of the heap's integration paths, in numpy (see module doc).
+    """Vectorised PGHI of one hit: mid (frames, width) -> unit phase (frames, width) complex64, computed on
+    the support's two boxes only (a spanning tree of the heap's integration paths, in numpy; module doc).
 
-    1. Time integration of the phase advance within every bin (trapezoid, float32 cumulative sum).
+    1. Time integration of the phase advance within every bin (trapezoid, float32 cumulative sum; the tail
+       box carries on from the last frame of the first).
     2. Adjacent bins tied together at the frame where the weaker of the two is strongest.
     3. Phase locking (:func:`_lock`) over every bin in the onset (the first ``ONSET_LOCK_S``, where a click is
        a vertical ridge) and over the exact low bins after it (where a kick's fundamental and body live):
@@ -241,62 +312,123 @@ def _pghi(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float = PGH
        integral of the phase gradient from that peak, as the heap does when it spreads from a ridge across
        its lobe.
     4. With ``heap_db`` > 0, the strongest cells (within ``heap_db`` of the hit's peak, at most
-       ``HEAP_MAX_CELLS``) take the exact heap's phase instead (:func:`_heap_strong`): that is where the
+       ``HEAP_MAX_CELLS``) take the exact heap's phase instead (:func:`_heap_cells`): that is where the
        approximation's error costs most (spectral convergence 0.062 -> 0.045 after pghi+fgla's refinement).
     """
-    h, f, b = mid.shape
-    wr, gr, _ = _phase_gradients(mid, c, plan, tol_db)
-    w = wr + plan.bin_advance[:b]
+    f, w = mid.shape
+    fa, bt = sup.split, sup.tail_width
+    head = mid[:fa]
+    tail = mid[fa:, :bt]
+    peak = head.max()
+    if sup.has_tail:
+        peak = max(peak, tail.max())
+    peaks = np.array([peak], dtype=np.float32)
+    # Box 1 with the first frame of the tail (box 2 with the last frame of box 1) for the time differences.
+    wr, gr, _ = _phase_gradients(mid[None, : min(f, fa + 1)], c, plan, tol_db, peaks)
+    wr, gr = wr[0, :fa], gr[0, :fa]
+    wh = wr + plan.bin_advance[:w]
+    w0 = wh[0].copy()
     # Trapezoid: t[n] = sum_{j < n} (w[j] + w[j + 1]) / 2 = cumsum(w)[n] - (w[0] + w[n]) / 2.
-    t = _cumsum_frames(w)
-    w += w[:, :1]
-    w *= np.float32(0.5)
-    t -= w
-    link = np.argmax(np.minimum(mid[:, :, 1:], mid[:, :, :-1]), axis=1)  # (H, B - 1)
-    hi = np.arange(h)[:, None]
-    mi = np.arange(b - 1)[None, :]
-    d = (t[hi, link, mi].astype(np.float64) - t[hi, link, mi + 1]) + 0.5 * (gr[hi, link, mi] + gr[hi, link, mi + 1])
+    th = _cumsum_frames(wh)
+    carry = th[-1, :bt].copy()  # the running sum, before the trapezoid correction below
+    wh += w0
+    wh *= np.float32(0.5)
+    th -= wh
+    # Tie adjacent bins at the frame where the weaker of the two is strongest.
+    pair = np.minimum(head[:, 1:], head[:, :-1])
+    link = np.argmax(pair, axis=0)
+    mi = np.arange(w - 1)
+    t0, t1 = th[link, mi].astype(np.float64), th[link, mi + 1]
+    g0, g1 = gr[link, mi], gr[link, mi + 1]
+    if sup.has_tail:
+        wrt, grt, _ = _phase_gradients(mid[None, fa - 1 :, :bt], c, plan, tol_db, peaks)
+        wrt, grt = wrt[0, 1:], grt[0, 1:]
+        wt = wrt + plan.bin_advance[:bt]
+        tt = _cumsum_frames(wt, carry)
+        wt += w0[:bt]
+        wt *= np.float32(0.5)
+        tt -= wt
+        pair_t = np.minimum(tail[:, 1:], tail[:, :-1])
+        link_t = np.argmax(pair_t, axis=0)
+        mt = mi[: bt - 1]
+        later = pair_t[link_t, mt] > pair[link[: bt - 1], mt]  # ties: the earlier frame, as one argmax
+        if later.any():
+            lt, m = link_t[later], mt[later]
+            t0[m], t1[m] = tt[lt, m], tt[lt, m + 1]
+            g0[m], g1[m] = grt[lt, m], grt[lt, m + 1]
+    d = (t0 - t1) + 0.5 * (g0 + g1)
     d += np.pi  # (-1)^m: kickit frames start at t * hop - n_fft / 2
-    offset = np.zeros((h, b))
-    np.cumsum(d, axis=1, out=offset[:, 1:])
-    phase = t + np.remainder(offset, 2.0 * np.pi).astype(np.float32)[:, None, :]
+    offset = np.zeros(w)
+    np.cumsum(d, out=offset[1:])
+    offset32 = np.remainder(offset, 2.0 * np.pi).astype(np.float32)
+    ph = th
+    ph += offset32
     # Lock every bin over the onset, the low bins over the rest.
-    n_attack = min(f, int(round(ONSET_LOCK_S * c.sample_rate / c.hop))) if ONSET_LOCK_S else 0
+    n_attack = min(fa, int(round(ONSET_LOCK_S * c.sample_rate / c.hop))) if ONSET_LOCK_S else 0
     if n_attack:
-        _lock(phase[:, :n_attack], mid[:, :n_attack], gr[:, :n_attack], b)
-    if n_attack < f and not heap_db:  # with the heap, locking the low bins after the onset adds nothing
-        _lock(phase[:, n_attack:], mid[:, n_attack:], gr[:, n_attack:], min(c.low_bins, b))
+        _lock(ph[None, :n_attack], head[None, :n_attack], gr[None, :n_attack], w)
+    if sup.has_tail:
+        pt = tt
+        pt += offset32[:bt]
+    if not heap_db:  # with the heap, locking the low bins after the onset adds nothing
+        if n_attack < fa:
+            _lock(ph[None, n_attack:], head[None, n_attack:], gr[None, n_attack:], min(c.low_bins, w))
+        if sup.has_tail:
+            _lock(pt[None], tail[None], grt[None], min(c.low_bins, bt))
     if heap_db:
-        floor = mid.reshape(h, -1).max(axis=1) * np.float32(10.0 ** (-min(heap_db, tol_db) / 20.0))
-        flat_phase = phase.reshape(h, -1)
-        for i in range(h):  # the heap is sequential: one hit at a time (also keeps batch == single)
-            cells, ph = _heap_strong(mid[i], wr[i], gr[i], floor[i], plan, HEAP_MAX_CELLS)
-            flat_phase[i, cells] = np.remainder(ph, 2.0 * np.pi)
-    return _cis(phase)
+        floor = peak * np.float32(10.0 ** (-min(heap_db, tol_db) / 20.0))
+        cells = np.flatnonzero(head > floor)
+        cw, cg = wr.ravel()[cells], gr.ravel()[cells]
+        if sup.has_tail:
+            tcells = np.flatnonzero(tail > floor)
+            r, col = np.divmod(tcells, bt)
+            cells = np.concatenate([cells, (r + fa) * w + col])
+            cw, cg = np.concatenate([cw, wrt[r, col]]), np.concatenate([cg, grt[r, col]])
+        sel, hp = _heap_cells(cells, mid.ravel()[cells], cw, cg, (f, w), plan, HEAP_MAX_CELLS)
+        hp = np.remainder(hp, 2.0 * np.pi)
+        in_head = sel < fa * w
+        ph.ravel()[sel[in_head]] = hp[in_head]
+        if sup.has_tail:
+            r, col = np.divmod(sel[~in_head], w)
+            pt[r - fa, col] = hp[~in_head]
+    unit = np.zeros((f, w), dtype=np.complex64)
+    _cis(ph, unit[:fa])
+    if sup.has_tail:
+        unit[fa:, :bt] = _cis(pt)  # into a contiguous array first: sin/cos into strided rows are slow
+    return unit
 
 
 def _heap_strong(mid: np.ndarray, wr: np.ndarray, gr: np.ndarray, floor: float, plan: _Plan,
                  max_cells: int = HEAP_MAX_CELLS) -> tuple[np.ndarray, np.ndarray]:
     """Exact heap integration (Prusa 2017, algorithm 1) restricted to the cells of one hit above ``floor``
-    (at most the ``max_cells`` strongest).
+    (at most the ``max_cells`` strongest). mid, wr, gr: (F, B) of one hit. Returns the flat indices of those
+    cells and their phases (float64)."""
+    cells = np.flatnonzero(mid > floor)
+    return _heap_cells(cells, mid.ravel()[cells], wr.ravel()[cells], gr.ravel()[cells], mid.shape, plan,
+                       max_cells)
 
-    mid, wr, gr: (F, B) of one hit. Returns the flat indices of those cells and their phases (float64).
-    Everything the heap needs per cell (its four neighbours among the strong cells and the trapezoidal phase
-    steps to them) is computed vectorised first; the Python loop then only pops and pushes (a few hundred to
+
+def _heap_cells(flat: np.ndarray, mags: np.ndarray, wr: np.ndarray, gr: np.ndarray, shape: tuple[int, int],
+                plan: _Plan, max_cells: int = HEAP_MAX_CELLS) -> tuple[np.ndarray, np.ndarray]:
+    """The exact heap over the given cells of a (F, B) grid: ``flat`` ascending flat indices, their
+    magnitudes and residual phase derivatives. At most the ``max_cells`` strongest are kept (ties at the
+    cut: all of them or none). Returns the kept cells and their phases (float64).
+
+    Everything the heap needs per cell (its four neighbours among the cells and the trapezoidal phase steps
+    to them) is computed vectorised first; the Python loop then only pops and pushes (a few hundred to
     a few thousand cells: 1-3 ms). Ties are broken by cell index, so the result is deterministic.
     """
-    f, b = mid.shape
-    flat = np.flatnonzero(mid > floor)  # ascending
-    if flat.size > max_cells:  # keep the strongest max_cells (ties at the cut: all of them or none)
-        cut = np.partition(mid.ravel()[flat], flat.size - max_cells)[flat.size - max_cells]
-        flat = flat[mid.ravel()[flat] > cut]
+    f, b = shape
+    if flat.size > max_cells:
+        cut = np.partition(mags, flat.size - max_cells)[flat.size - max_cells]
+        keep = mags > cut
+        flat, mags, wr, gr = flat[keep], mags[keep], wr[keep], gr[keep]
     n = flat.size
     if n == 0:
         return flat, np.zeros(0)
-    mags = mid.ravel()[flat]
     fr, bn = np.divmod(flat, b)
-    w = wr.ravel()[flat].astype(np.float64) + plan.bin_advance[bn]
-    g = gr.ravel()[flat].astype(np.float64) + np.pi
+    w = wr.astype(np.float64) + plan.bin_advance[bn]
+    g = gr.astype(np.float64) + np.pi
 
     def neighbour(target: np.ndarray, inside: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(flat, target), n - 1)
@@ -366,9 +498,10 @@ def _lock(phase: np.ndarray, mid: np.ndarray, gr: np.ndarray, k: int) -> None:
     phase[:, :, :k] = np.take_along_axis(phase[:, :, :k] - g, src, axis=2) + g
 
 
-def _cis(phase: np.ndarray) -> np.ndarray:
-    """exp(i * phase) as complex64, from float32 phases."""
-    out = np.empty(phase.shape, dtype=np.complex64)
+def _cis(phase: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """exp(i * phase) as complex64, from float32 phases (into ``out`` when given)."""
+    if out is None:
+        out = np.empty(phase.shape, dtype=np.complex64)
     np.cos(phase, out=out.real)
     np.sin(phase, out=out.imag)
     return out
@@ -545,27 +678,43 @@ def reconstruct(
     lead = mag.shape[:-3]
     mag = mag.reshape(-1, *mag.shape[-3:])
     out = np.zeros((mag.shape[0], contract.channels, contract.n_samples), dtype=np.float32)
-    f = _work_frames(mag, contract.frames)
-    if f == 0 or mag.shape[0] == 0:
-        return out.reshape(*lead, contract.channels, contract.n_samples)
-    plan = _plan(contract)
-    window_s = spec.refine_s if refine_s is None else refine_s
-    iter_frames = None if window_s is None or not np.isfinite(window_s) else max(
-        1, int(round(window_s * contract.sample_rate / contract.hop)))
-    mag = np.ascontiguousarray(mag[:, :, :f])
-    mid = (mag[:, 0] + mag[:, 1]) * np.float32(0.5) if mag.shape[1] == 2 else mag.mean(axis=1)
-    if method == "fgla":
-        unit = _fgla(mid, contract, plan, its, plan.random_phase[:f], momentum, iter_frames)
-    elif method == "pghi":
-        unit = _pghi(mid, contract, plan, tol_db, heap_db)
-    elif method == "pghi+fgla":
-        unit = _fgla(mid, contract, plan, its, _pghi(mid, contract, plan, tol_db, heap_db), momentum, iter_frames)
-    elif method == "rtisi-la":
-        unit = _rtisi_la(mid, contract, plan, its, lookahead)
-    else:  # pghi-heap
-        unit = _pghi_heap(mid, contract, plan, tol_db)
-    _final_synthesis(mag, unit, contract, plan, out, threads)
+    if mag.shape[0]:
+        plan = _plan(contract)
+        window_s = spec.refine_s if refine_s is None else refine_s
+        iter_frames = None if window_s is None or not np.isfinite(window_s) else max(
+            1, int(round(window_s * contract.sample_rate / contract.hop)))
+        for hit, dst in zip(mag, out, strict=True):  # one hit at a time: batch == single, bit for bit
+            _reconstruct_hit(hit, dst, contract, plan, method, its, momentum=momentum, tol_db=tol_db,
+                             lookahead=lookahead, iter_frames=iter_frames, heap_db=heap_db, threads=threads)
     return out.reshape(*lead, contract.channels, contract.n_samples)
+
+
+def _reconstruct_hit(mag: np.ndarray, out: np.ndarray, c: SpectralContract, plan: _Plan, method: str, its: int, *,
+                     momentum: float, tol_db: float, lookahead: int, iter_frames: int | None, heap_db: float,
+                     threads: int, two_boxes: bool = True) -> None:
+    """One hit's magnitudes (channels, frames, n_bins) -> audio written into ``out`` (channels, n_samples),
+    which is zero on entry. The PGHI methods work on the support's cells only (``two_boxes=False``: on the
+    bounding box of the sounding bins, the reference the boxes are tested against)."""
+    f = _work_frames(mag, c.frames)
+    if f == 0:
+        return
+    mid = (mag[0, :f] + mag[1, :f]) * np.float32(0.5) if mag.shape[0] == 2 else mag[:, :f].mean(axis=0)
+    if method in ("pghi", "pghi+fgla"):
+        n_attack = int(round(ONSET_LOCK_S * c.sample_rate / c.hop))
+        sup = _support(mid, c.n_bins, n_attack, two_boxes)
+        mid = np.ascontiguousarray(mid[:, : sup.width])
+        unit = _pghi(mid, sup, c, plan, tol_db, heap_db)
+        if method == "pghi+fgla":
+            unit = _fgla(mid[None], c, plan, its, unit[None], momentum, iter_frames)[0]
+    else:
+        sup = _Support(f, f, c.n_bins, c.n_bins)
+        if method == "fgla":
+            unit = _fgla(mid[None], c, plan, its, plan.random_phase[:f], momentum, iter_frames)[0]
+        elif method == "rtisi-la":
+            unit = _rtisi_la(mid[None], c, plan, its, lookahead)[0]
+        else:  # pghi-heap
+            unit = _pghi_heap(mid[None], c, plan, tol_db)[0]
+    _final_synthesis(mag, unit, sup, c, plan, out, threads)
 
 
 def reconstruct_scaled(scaled: np.ndarray, contract: SpectralContract = DEFAULT_CONTRACT, **kwargs: object

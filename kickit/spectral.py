@@ -228,41 +228,61 @@ class SpectralContract:
         """Scaled rows (..., frames, rows) -> raw STFT bin magnitudes (..., frames, n_bins), masked.
 
         Raw means in the units of :meth:`stft` (ready for phase reconstruction and :meth:`istft`).
+        Only the cells that can sound are computed; the rest are the mask's exact zeros. A row under the
+        threshold decodes to the floor, and the unpooling interpolates between two neighbouring bands with
+        non-negative weights summing to 1, so a bin sounds only where a band next to it does: in each
+        (frames, rows) matrix the high bins are unpooled only up to its last frame and past its highest band
+        that sound (a kick's tail is its low bins, its high bands die within a few frames). Same values, less
+        work.
         """
         scaled = np.asarray(scaled)
         rows_db = self.unscale_db(scaled)
-        if rows_db.ndim >= 2 and rows_db.size:
-            # Frames whose rows are all under the threshold decode to exact zeros (the unpooling interpolates
-            # with non-negative weights that sum to 1, so no bin rises above its rows): only the frames up to
-            # the last audible one are unpooled; a kick's tail is mostly silence. Same values, less work.
-            live = np.flatnonzero(np.any(rows_db >= self.db_threshold, axis=-1).reshape(-1, rows_db.shape[-2])
-                                  .any(axis=0))
-            n = int(live[-1]) + 1 if live.size else 0
-            if n < rows_db.shape[-2]:
-                out = np.zeros((*rows_db.shape[:-1], self.n_bins), dtype=rows_db.dtype)
-                if n:
-                    out[..., :n, :] = self._decode_db(rows_db[..., :n, :])
-                return out
-        return self._decode_db(rows_db)
-
-    def _decode_db(self, rows_db: np.ndarray) -> np.ndarray:
-        """Row dB -> raw bin magnitudes: ``db_to_magnitude(unpool_db(.)) / magnitude_scale``, fused in place
-        (one output array, the scale folded into the exponent) for float32/float64."""
         dt = rows_db.dtype
-        if not self.bands or dt not in (np.float32, np.float64):
+        if rows_db.ndim < 2 or not rows_db.size or not self.bands or dt not in (np.float32, np.float64):
             mag = self.db_to_magnitude(self.unpool_db(rows_db))
             return mag * np.asarray(1.0 / self.magnitude_scale, dtype=mag.dtype)
-        t = _tables(self)
-        out = np.empty((*rows_db.shape[:-1], self.n_bins), dtype=dt)
-        out[..., : self.low_bins] = rows_db[..., : self.low_bins]
-        np.matmul(rows_db[..., self.low_bins :], t.interp32 if dt == np.float32 else t.interp64,
-                  out=out[..., self.low_bins :])
-        silent = out < np.asarray(self.db_threshold, dtype=dt)
-        out *= np.asarray(np.log(10.0) / 20.0, dtype=dt)
-        out += np.asarray(-np.log(self.magnitude_scale), dtype=dt)
-        np.exp(out, out=out)
-        np.copyto(out, np.zeros((), dtype=dt), where=silent)
+        out = np.zeros((*rows_db.shape[:-1], self.n_bins), dtype=dt)
+        f = rows_db.shape[-2]
+        for src, dst in zip(rows_db.reshape(-1, f, self.rows), out.reshape(-1, f, self.n_bins), strict=True):
+            self._decode_one(src, dst)
         return out
+
+    def _decode_one(self, rows_db: np.ndarray, out: np.ndarray) -> None:
+        """One (frames, rows) dB matrix -> its raw bin magnitudes in ``out`` (zeros on entry). One matrix at a
+        time: its crop depends on it alone, so a hit decodes to the same bits alone or in a batch."""
+        t = _tables(self)
+        low = self.low_bins
+        loud = rows_db >= self.db_threshold
+        bands_loud = loud[:, low:]
+        low_frames = _extent(loud[:, :low].any(axis=1))
+        high_frames = _extent(bands_loud.any(axis=1))
+        if low_frames:
+            part = out[:low_frames, :low]
+            part[...] = rows_db[:low_frames, :low]
+            self._db_to_raw(part)
+        if high_frames:
+            top = _extent(bands_loud.any(axis=0))  # bands [0, top) hold every loud one
+            cols = int(np.searchsorted(t.i0, top - 1, side="right"))  # bins that lean on one of them
+            part = out[:high_frames, low : low + cols]
+            interp = (t.interp32 if rows_db.dtype == np.float32 else t.interp64)[:, :cols]
+            np.matmul(rows_db[:high_frames, low:], interp, out=part)
+            self._db_to_raw(part)
+
+    def _db_to_raw(self, db: np.ndarray) -> None:
+        """Bin dB -> raw magnitude in place: ``db_to_magnitude(.) / magnitude_scale``, the scale folded into
+        the exponent; under the threshold -> exactly 0 (the mask)."""
+        dt = db.dtype
+        silent = db < np.asarray(self.db_threshold, dtype=dt)
+        db *= np.asarray(np.log(10.0) / 20.0, dtype=dt)
+        db += np.asarray(-np.log(self.magnitude_scale), dtype=dt)
+        np.exp(db, out=db)
+        np.copyto(db, np.zeros((), dtype=dt), where=silent)
+
+
+def _extent(mask: np.ndarray) -> int:
+    """1 + the index of the last True in a 1-D mask (0 if none)."""
+    idx = np.flatnonzero(mask)
+    return int(idx[-1]) + 1 if idx.size else 0
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ presets, model hot swap, file output and ``kickit render`` (offline, sample-accu
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -439,6 +440,8 @@ def test_render_processes_give_bit_identical_hits(tiny_model_path: Path, source:
         z = np.random.default_rng(4).standard_normal((3, source.latent_dim)).astype(np.float32)
         assert np.array_equal(ps.render(z), source.render(z))
         assert ps.weights_hash == source.weights_hash and [k.name for k in ps.knobs] == source.knob_names()
+        if hasattr(os, "SCHED_IDLE"):  # Linux: the render process runs in the background class (priority.py)
+            assert all(os.sched_getscheduler(p.pid) == os.SCHED_IDLE for p, _c in ps._all)
     finally:
         ps.close()
     assert not any(p.is_alive() for p, _c in ps._all)
@@ -589,3 +592,20 @@ def test_settle_takes_live_objects_out_of_full_collections() -> None:
                                            check=True).stdout.split()
     assert int(frozen) >= 300000 and float(after) < float(before) / 5
     assert gc.isenabled()
+
+
+def test_background_priority_in_a_fresh_process() -> None:
+    """priority.background() lowers the calling process only, to the lowest unprivileged class."""
+    import subprocess
+    import sys
+
+    code = ("import os; from kickit.bridge import priority; what = priority.background(); "
+            "print(what, os.sched_getscheduler(0) if hasattr(os, 'sched_getscheduler') else -1, sep='|')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    what, policy = out.stdout.strip().split("|")
+    if hasattr(os, "SCHED_IDLE"):
+        assert what == "SCHED_IDLE" and int(policy) == os.SCHED_IDLE
+    else:
+        assert what in ("nice 19", "below normal", "unchanged")
+    if hasattr(os, "sched_getscheduler"):
+        assert os.sched_getscheduler(0) != getattr(os, "SCHED_IDLE", -1)  # this process is untouched

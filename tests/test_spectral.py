@@ -192,3 +192,22 @@ def test_decode_magnitude_matches_its_definition(dtype: type) -> None:
     np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == np.float32 else 1e-12, atol=0)
     silent = np.full((1, c.channels, c.frames, c.rows), -1.0, dtype)
     assert not np.any(c.decode_magnitude(silent))
+
+
+def test_decode_magnitude_crops_to_what_sounds() -> None:
+    """A kick-like matrix (high bands silent after a few frames and above a cut-off, low rows ringing on)
+    decodes to the plain chain's values, and a hit decodes to the same bits alone or in a batch."""
+    c = DEFAULT_CONTRACT
+    rng = np.random.default_rng(9)
+    scaled = rng.uniform(-0.4, 0.6, (3, c.channels, c.frames, c.rows)).astype(np.float32)
+    scaled[0, :, 30:, c.low_bins:] = -1.0  # bands die after 30 frames
+    scaled[0, :, :, c.low_bins + 70:] = -1.0  # and above band 70
+    scaled[0, :, 150:, 40:] = -1.0  # the tail: low bins only
+    scaled[1, 0, :, c.low_bins + 20:] = -1.0  # one channel darker than the other
+    want = c.db_to_magnitude(c.unpool_db(c.unscale_db(scaled))) / c.magnitude_scale
+    got = c.decode_magnitude(scaled)
+    assert np.array_equal(got == 0, want == 0)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+    assert not np.any(got[0, :, 30:, c.low_bins:]) and np.any(got[0, :, :30, c.low_bins:])
+    for i in range(3):
+        np.testing.assert_array_equal(c.decode_magnitude(scaled[i]), got[i])

@@ -1,0 +1,50 @@
+"""CPU priority of the render processes (an OS adapter: Linux, macOS/BSD, Windows).
+
+The bridge has three kinds of work: the audio callback (real time: the host API's thread), the bridge's own
+threads (MIDI, OSC, hand-over of finished hits; short, and any of them may hold the GIL the callback waits
+for) and rendering (inference + reconstruction, 10-25 ms per hit, in helper processes). Rendering is
+background work: every note plays a hit that is already rendered, so a render that waits a little costs
+nothing audible, while a bridge thread preempted by a render *while it holds the GIL* makes the callback miss
+its period (priority inversion, measured: docs/reliability.md). So the render processes run at the lowest
+priority the OS gives without privileges, and the bridge's threads preempt them at once:
+
+* Linux: ``SCHED_IDLE`` (runs only when no normal thread wants the core); ``nice 19`` if that is refused.
+* macOS and BSD: ``nice 19``.
+* Windows: ``BELOW_NORMAL_PRIORITY_CLASS`` (the idle class would also yield to every background program).
+
+When the machine is otherwise idle, a background process runs at full speed: priority only decides who waits
+when both want a core.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_BELOW_NORMAL_PRIORITY_CLASS = 0x00004000
+
+
+def background() -> str:
+    """Lower this process's CPU priority below the bridge's (call it in a render process). Returns what was
+    set (for logs and tests): ``"SCHED_IDLE"``, ``"nice 19"``, ``"below normal"`` or ``"unchanged"``."""
+    if sys.platform == "win32":
+        try:
+            import ctypes
+
+            kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+            if kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), _BELOW_NORMAL_PRIORITY_CLASS):
+                return "below normal"
+        except (AttributeError, OSError):
+            pass
+        return "unchanged"
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError:
+            pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        return "nice 19"
+    except (AttributeError, OSError):
+        return "unchanged"
