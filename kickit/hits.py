@@ -32,7 +32,7 @@ def finish(audio: np.ndarray, contract: SpectralContract, *, peak_dbfs: float = 
            fade_ms: float = FADE_MS) -> np.ndarray:
     """Post-process hits (..., channels, n): DC removal, fade-out, peak normalisation. Returns float32."""
     x = np.array(audio, dtype=np.float32, copy=True)
-    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     x -= x.mean(axis=-1, keepdims=True)
     n = x.shape[-1]
     fade = min(n, int(round(fade_ms * 1e-3 * contract.sample_rate)))
@@ -150,7 +150,7 @@ def render_output(
         audio = np.zeros((*raw.shape[:-2], contract.n_samples), dtype=np.float32)
         for src, dst in zip(raw.reshape(-1, *raw.shape[-3:]), audio.reshape(-1, *audio.shape[-2:]), strict=True):
             dst[...] = reconstruction.reconstruct(contract.decode_magnitude(src), contract, method=method,
-                                                  iterations=iterations, threads=threads)
+                                                  iterations=iterations, threads=threads, validate=False)
     elif output == "audio":
         audio = raw
     else:

@@ -197,14 +197,19 @@ def _final_synthesis(mag: np.ndarray, unit: np.ndarray, sup: _Support, c: Spectr
         out[ch, :n] = y[half : half + n]
 
     channels = mag.shape[0]
-    parallel = threads > 1 and channels > 1
-    # padded by hand (irfft pads short rows slowly); one spectrum per thread
-    specs = [np.zeros((f, c.n_bins), dtype=np.complex64) for _ in range(channels if parallel else 1)]
-    if parallel:
+    if threads > 1 and channels > 1:
+        # padded by hand (irfft pads short rows slowly); one spectrum per thread
+        specs = [np.zeros((f, c.n_bins), dtype=np.complex64) for _ in range(channels)]
         list(_pool(min(threads, channels)).map(one, range(channels)))
-    else:
-        for ch in range(channels):
-            one(ch)
+        return
+    # one thread: every channel in one FFT call and one overlap-add (the same arithmetic per channel)
+    spec = np.zeros((channels, f, c.n_bins), dtype=np.complex64)
+    np.multiply(mag[:, :fa, :w], unit[:fa], out=spec[:, :fa, :w])
+    if sup.has_tail:
+        np.multiply(mag[:, fa:f, :bt], unit[fa:, :bt], out=spec[:, fa:, :bt])
+    y = _synthesise(spec, c, plan)
+    n = min(c.n_samples, y.shape[-1] - half)
+    out[:, :n] = y[:, half : half + n]
 
 
 @lru_cache(maxsize=4)
@@ -264,19 +269,20 @@ def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, st
 
 
 def _phase_gradients(mid: np.ndarray, c: SpectralContract, plan: _Plan, tol_db: float,
-                     peak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     peak: np.ndarray | None = None, with_big: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """PGHI phase derivatives of the mid magnitude, residual parts (float32, (H, F, B)) and the tolerance mask.
 
     Returned: ``wr`` = phase advance per frame minus ``2 pi m hop / n_fft`` (the bin's own frequency) and
     ``gr`` = phase advance per bin minus ``pi`` (kickit frames start, rather than centre, at the analysis
     time: a factor (-1)^m), both in radians, and ``big`` (cells within ``tol_db`` of each hit's peak).
-    ``peak`` (H,): each hit's peak, when ``mid`` is only part of the hit.
+    ``peak`` (H,): each hit's peak, when ``mid`` is only part of the hit; ``with_big=False``: no mask (None).
     """
     a, m_fft = c.hop, c.n_fft
     if peak is None:
         peak = mid.reshape(mid.shape[0], -1).max(axis=1)
     floor = (peak * np.float32(10.0 ** (-tol_db / 20.0))).astype(np.float32)[:, None, None]
-    big = mid > floor
+    big = mid > floor if with_big else None
     s = np.log(np.maximum(mid, np.maximum(floor, _TINY)))
     ds_dm = _gradient(s, -1)
     ds_dn = _gradient(s, -2)
@@ -324,7 +330,7 @@ def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_
         peak = max(peak, tail.max())
     peaks = np.array([peak], dtype=np.float32)
     # Box 1 with the first frame of the tail (box 2 with the last frame of box 1) for the time differences.
-    wr, gr, _ = _phase_gradients(mid[None, : min(f, fa + 1)], c, plan, tol_db, peaks)
+    wr, gr, _ = _phase_gradients(mid[None, : min(f, fa + 1)], c, plan, tol_db, peaks, with_big=False)
     wr, gr = wr[0, :fa], gr[0, :fa]
     wh = wr + plan.bin_advance[:w]
     w0 = wh[0].copy()
@@ -341,7 +347,7 @@ def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_
     t0, t1 = th[link, mi].astype(np.float64), th[link, mi + 1]
     g0, g1 = gr[link, mi], gr[link, mi + 1]
     if sup.has_tail:
-        wrt, grt, _ = _phase_gradients(mid[None, fa - 1 :, :bt], c, plan, tol_db, peaks)
+        wrt, grt, _ = _phase_gradients(mid[None, fa - 1 :, :bt], c, plan, tol_db, peaks, with_big=False)
         wrt, grt = wrt[0, 1:], grt[0, 1:]
         wt = wrt + plan.bin_advance[:bt]
         tt = _cumsum_frames(wt, carry)
@@ -628,13 +634,15 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHOD = "pghi+fgla"
 
 
-def _check(mag: np.ndarray, contract: SpectralContract) -> np.ndarray:
+def _check(mag: np.ndarray, contract: SpectralContract, values: bool = True) -> np.ndarray:
     mag = np.asarray(mag)
     want = (contract.channels, contract.frames, contract.n_bins)
     if mag.ndim < 3 or tuple(mag.shape[-3:]) != want:
         raise ValueError(f"reconstruct: expected bin magnitudes (..., {', '.join(map(str, want))}), "
                          f"got shape {tuple(mag.shape)}")
     mag = mag.astype(np.float32, copy=False)
+    if not values:
+        return mag
     if mag.size and not np.isfinite(mag.max()):  # max propagates NaN; +inf is the max; -inf fails below
         raise ValueError("reconstruct: magnitudes contain NaN or infinite values")
     if mag.size and mag.min() < 0:
@@ -654,6 +662,7 @@ def reconstruct(
     refine_s: float | None = None,
     heap_db: float = HEAP_DB,
     threads: int = 1,
+    validate: bool = True,
 ) -> np.ndarray:
     """Raw bin magnitudes (..., channels, frames, n_bins) -> float32 audio (..., channels, n_samples).
 
@@ -663,7 +672,8 @@ def reconstruct(
     cells within ``heap_db`` of the hit's peak (at most ``HEAP_MAX_CELLS``) are integrated by the exact heap,
     the rest by the vectorised approximation (0: no heap). ``threads`` > 1 synthesises the channels in
     parallel (bit-identical to 1; worth it on an idle second core). Deterministic: the same input always gives the
-    same output.
+    same output. ``validate=False`` skips the scan for NaN and negative values (for magnitudes straight
+    from ``decode_magnitude``, which are finite and non-negative by construction).
     """
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r} (known: {', '.join(METHODS)})")
@@ -674,7 +684,7 @@ def reconstruct(
                          f"iterations, got {iterations}")
     if not (np.isfinite(heap_db) and heap_db >= 0):
         raise ValueError(f"reconstruct: heap_db must be a finite number of dB >= 0, got {heap_db}")
-    mag = _check(mag, contract)
+    mag = _check(mag, contract, validate)
     lead = mag.shape[:-3]
     mag = mag.reshape(-1, *mag.shape[-3:])
     out = np.zeros((mag.shape[0], contract.channels, contract.n_samples), dtype=np.float32)

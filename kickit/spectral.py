@@ -257,26 +257,24 @@ class SpectralContract:
         low_frames = _extent(loud[:, :low].any(axis=1))
         high_frames = _extent(bands_loud.any(axis=1))
         if low_frames:
-            part = out[:low_frames, :low]
-            part[...] = rows_db[:low_frames, :low]
-            self._db_to_raw(part)
+            out[:low_frames, :low] = self._db_to_raw(rows_db[:low_frames, :low].copy())
         if high_frames:
             top = _extent(bands_loud.any(axis=0))  # bands [0, top) hold every loud one
             cols = int(np.searchsorted(t.i0, top - 1, side="right"))  # bins that lean on one of them
-            part = out[:high_frames, low : low + cols]
             interp = (t.interp32 if rows_db.dtype == np.float32 else t.interp64)[:, :cols]
-            np.matmul(rows_db[:high_frames, low:], interp, out=part)
-            self._db_to_raw(part)
+            out[:high_frames, low : low + cols] = self._db_to_raw(rows_db[:high_frames, low:] @ interp)
 
-    def _db_to_raw(self, db: np.ndarray) -> None:
-        """Bin dB -> raw magnitude in place: ``db_to_magnitude(.) / magnitude_scale``, the scale folded into
-        the exponent; under the threshold -> exactly 0 (the mask)."""
+    def _db_to_raw(self, db: np.ndarray) -> np.ndarray:
+        """Bin dB -> raw magnitude, in place on a contiguous array (strided views are slower): the result of
+        ``db_to_magnitude(.) / magnitude_scale``, the scale folded into the exponent; under the threshold
+        exactly 0 (the mask)."""
         dt = db.dtype
         silent = db < np.asarray(self.db_threshold, dtype=dt)
         db *= np.asarray(np.log(10.0) / 20.0, dtype=dt)
         db += np.asarray(-np.log(self.magnitude_scale), dtype=dt)
         np.exp(db, out=db)
-        np.copyto(db, np.zeros((), dtype=dt), where=silent)
+        db[silent] = 0
+        return db
 
 
 def _extent(mask: np.ndarray) -> int:
