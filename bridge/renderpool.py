@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+import time
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -28,7 +29,7 @@ from kickit.bridge.source import ModelSource
 log = logging.getLogger("kickit.bridge")
 
 
-WARM_UP_RENDERS = 2  # hits a render process renders (and throws away) before it reports ready
+WARM_UP_RENDERS = 8  # hits a render process renders (and throws away) before it reports ready
 
 
 class RenderProcessError(RuntimeError):
@@ -46,12 +47,12 @@ def _child(path: str, rate: int, conn: Connection) -> None:
         conn.send(("error", f"{e}"))
         return
     conn.send(("ready", None))
-    trimmed = False
+    trimmed, last_trim = False, time.monotonic()
     while True:
         try:
             if not trimmed and not conn.poll(memory.RENDER_IDLE_TRIM_S):
-                memory.release()  # a long pause: hand the heap's free pages back (kickit.bridge.memory)
-                trimmed = True
+                memory.release()  # a pause: hand the heap's free pages back (kickit.bridge.memory)
+                trimmed, last_trim = True, time.monotonic()
             z = conn.recv()
             trimmed = False
         except (EOFError, OSError):
@@ -62,6 +63,9 @@ def _child(path: str, rate: int, conn: Connection) -> None:
             conn.send(("ok", src.render(z)))
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
+        if time.monotonic() - last_trim >= memory.RENDER_BUSY_TRIM_S:  # a stream that never pauses: now and
+            memory.release()  # then, after the answer went out (what fragmentation left free goes back)
+            last_trim = time.monotonic()
 
 
 class ProcessSource:
