@@ -67,9 +67,23 @@ def _status(sock: socket.socket, port: int) -> dict:
     from kickit.bridge.oscmap import build
     from pythonosc.osc_packet import OscPacket
 
-    sock.sendto(build("/kickit/status"), ("127.0.0.1", port))
-    deadline = time.monotonic() + 5
+    # The bridge also sends this socket its notifications (a hit ready per knob move): after minutes of traffic
+    # they fill its receive buffer and the kernel would drop the reply. Drain first; ask again every 0.5 s.
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recvfrom(65536)
+    except (BlockingIOError, InterruptedError):
+        pass
+    finally:
+        sock.settimeout(timeout)
+    deadline = time.monotonic() + 15
+    asked = 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() - asked >= 0.5:
+            sock.sendto(build("/kickit/status"), ("127.0.0.1", port))
+            asked = time.monotonic()
         try:
             data, _ = sock.recvfrom(65536)
         except TimeoutError:
@@ -77,7 +91,7 @@ def _status(sock: socket.socket, port: int) -> dict:
         for tm in OscPacket(data).messages:
             if tm.message.address == "/kickit/status":
                 return json.loads(tm.message.params[0])
-    raise RuntimeError("the bridge did not answer /kickit/status")
+    raise RuntimeError("the bridge did not answer /kickit/status in 15 s")
 
 
 def _rss_kb(pid: int) -> int | None:
