@@ -29,7 +29,7 @@ from kickit.bridge.source import ModelSource
 log = logging.getLogger("kickit.bridge")
 
 
-WARM_UP_RENDERS = 8  # hits a render process renders (and throws away) before it reports ready
+WARM_UP_RENDERS = 32  # hits a render process renders (and throws away) before it reports ready
 
 
 class RenderProcessError(RuntimeError):
