@@ -116,6 +116,19 @@ def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarra
     return _overlap_add(frames_td, c, plan, in_place=True)
 
 
+def _integrate_frames(w: np.ndarray, w0: np.ndarray, start: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoidal time integration of the phase advance ``w`` (F, B), in place on ``w``: t[n] = sum_{j < n}
+    (w[j] + w[j + 1]) / 2 = cumsum(w)[n] - (w0 + w[n]) / 2, with ``w0`` the hit's first frame and ``start``
+    the running sum carried in from earlier frames. Returns t and the running sum after the last frame."""
+    t = _cumsum_frames(w, start)
+    carry = t[-1].copy()
+    w += w0
+    w *= np.float32(0.5)
+    t -= w
+    return t, carry
+
+
 def _cumsum_frames(w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Cumulative sum along the frame axis (-2) of float32 ``(..., F, B)``, plus ``start`` (a row carried in
     from earlier frames): a loop over frames of contiguous rows, twice as fast as ``np.cumsum(axis=-2)``
@@ -187,29 +200,22 @@ def _final_synthesis(mag: np.ndarray, unit: np.ndarray, sup: _Support, c: Spectr
     half = c.n_fft // 2
     f, w, fa, bt = sup.frames, sup.width, sup.split, sup.tail_width
 
-    def one(ch: int) -> None:
-        spec = specs[min(ch, len(specs) - 1)]  # the support's cells are rewritten, the rest stays zero
-        np.multiply(mag[ch, :fa, :w], unit[:fa], out=spec[:fa, :w])
+    def synthesise(m: np.ndarray, dst: np.ndarray) -> None:
+        """Magnitudes (..., F, B) -> audio into dst (..., n); the spectrum is zero outside the support and
+        padded by hand (irfft pads short rows slowly)."""
+        spec = np.zeros((*m.shape[:-2], f, c.n_bins), dtype=np.complex64)
+        np.multiply(m[..., :fa, :w], unit[:fa], out=spec[..., :fa, :w])
         if sup.has_tail:
-            np.multiply(mag[ch, fa:f, :bt], unit[fa:, :bt], out=spec[fa:, :bt])
+            np.multiply(m[..., fa:f, :bt], unit[fa:, :bt], out=spec[..., fa:, :bt])
         y = _synthesise(spec, c, plan)
         n = min(c.n_samples, y.shape[-1] - half)
-        out[ch, :n] = y[half : half + n]
+        dst[..., :n] = y[..., half : half + n]
 
     channels = mag.shape[0]
     if threads > 1 and channels > 1:
-        # padded by hand (irfft pads short rows slowly); one spectrum per thread
-        specs = [np.zeros((f, c.n_bins), dtype=np.complex64) for _ in range(channels)]
-        list(_pool(min(threads, channels)).map(one, range(channels)))
-        return
-    # one thread: every channel in one FFT call and one overlap-add (the same arithmetic per channel)
-    spec = np.zeros((channels, f, c.n_bins), dtype=np.complex64)
-    np.multiply(mag[:, :fa, :w], unit[:fa], out=spec[:, :fa, :w])
-    if sup.has_tail:
-        np.multiply(mag[:, fa:f, :bt], unit[fa:, :bt], out=spec[:, fa:, :bt])
-    y = _synthesise(spec, c, plan)
-    n = min(c.n_samples, y.shape[-1] - half)
-    out[:, :n] = y[:, half : half + n]
+        list(_pool(min(threads, channels)).map(lambda ch: synthesise(mag[ch], out[ch]), range(channels)))
+    else:  # every channel in one FFT call and one overlap-add (the same arithmetic per channel)
+        synthesise(mag, out)
 
 
 @lru_cache(maxsize=4)
@@ -304,6 +310,11 @@ def _gradient(s: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
+def _onset_frames(c: SpectralContract) -> int:
+    """Frames of the onset, where every bin is phase-locked (``ONSET_LOCK_S``)."""
+    return int(round(ONSET_LOCK_S * c.sample_rate / c.hop)) if ONSET_LOCK_S else 0
+
+
 def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_db: float = PGHI_TOL_DB,
           heap_db: float = HEAP_DB) -> np.ndarray:
     """Vectorised PGHI of one hit: mid (frames, width) -> unit phase (frames, width) complex64, computed on
@@ -334,12 +345,7 @@ def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_
     wr, gr = wr[0, :fa], gr[0, :fa]
     wh = wr + plan.bin_advance[:w]
     w0 = wh[0].copy()
-    # Trapezoid: t[n] = sum_{j < n} (w[j] + w[j + 1]) / 2 = cumsum(w)[n] - (w[0] + w[n]) / 2.
-    th = _cumsum_frames(wh)
-    carry = th[-1, :bt].copy()  # the running sum, before the trapezoid correction below
-    wh += w0
-    wh *= np.float32(0.5)
-    th -= wh
+    th, carry = _integrate_frames(wh, w0)
     # Tie adjacent bins at the frame where the weaker of the two is strongest.
     pair = np.minimum(head[:, 1:], head[:, :-1])
     link = np.argmax(pair, axis=0)
@@ -349,11 +355,7 @@ def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_
     if sup.has_tail:
         wrt, grt, _ = _phase_gradients(mid[None, fa - 1 :, :bt], c, plan, tol_db, peaks, with_big=False)
         wrt, grt = wrt[0, 1:], grt[0, 1:]
-        wt = wrt + plan.bin_advance[:bt]
-        tt = _cumsum_frames(wt, carry)
-        wt += w0[:bt]
-        wt *= np.float32(0.5)
-        tt -= wt
+        tt, _ = _integrate_frames(wrt + plan.bin_advance[:bt], w0[:bt], carry[:bt])
         pair_t = np.minimum(tail[:, 1:], tail[:, :-1])
         link_t = np.argmax(pair_t, axis=0)
         mt = mi[: bt - 1]
@@ -370,7 +372,7 @@ def _pghi(mid: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan, tol_
     ph = th
     ph += offset32
     # Lock every bin over the onset, the low bins over the rest.
-    n_attack = min(fa, int(round(ONSET_LOCK_S * c.sample_rate / c.hop))) if ONSET_LOCK_S else 0
+    n_attack = min(fa, _onset_frames(c))
     if n_attack:
         _lock(ph[None, :n_attack], head[None, :n_attack], gr[None, :n_attack], w)
     if sup.has_tail:
@@ -710,8 +712,7 @@ def _reconstruct_hit(mag: np.ndarray, out: np.ndarray, c: SpectralContract, plan
         return
     mid = (mag[0, :f] + mag[1, :f]) * np.float32(0.5) if mag.shape[0] == 2 else mag[:, :f].mean(axis=0)
     if method in ("pghi", "pghi+fgla"):
-        n_attack = int(round(ONSET_LOCK_S * c.sample_rate / c.hop))
-        sup = _support(mid, c.n_bins, n_attack, two_boxes)
+        sup = _support(mid, c.n_bins, _onset_frames(c), two_boxes)  # the onset lock needs the full width
         mid = np.ascontiguousarray(mid[:, : sup.width])
         unit = _pghi(mid, sup, c, plan, tol_db, heap_db)
         if method == "pghi+fgla":
