@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -150,9 +151,19 @@ class MidiStream:
             self.dropped += 1
 
     def feed(self, data: bytes | list[int]) -> list[bytes]:
+        buf = _as_bytes(data)
         out: list[bytes] = []
-        for b in data:
-            b &= 0xFF
+        i, n = 0, len(buf)
+        while i < n:
+            if self.sysex_len is not None:  # skip the data bytes of a system exclusive message in one search
+                m = _STATUS_BYTE.search(buf, i)
+                end = n if m is None else m.start()
+                self.sysex_len += end - i
+                if m is None:
+                    break
+                i = end
+            b = buf[i]
+            i += 1
             if b >= 0xF8:  # real time: may appear anywhere, changes nothing
                 continue
             if b == 0xF7 and self.sysex_len is not None:
@@ -163,9 +174,6 @@ class MidiStream:
                 continue
             if b >= 0x80:
                 self._status(b)
-            elif self.sysex_len is not None:
-                self.sysex_len += 1
-                continue
             elif self.pending:
                 self.pending.append(b)
             elif self.running is not None:
@@ -178,6 +186,19 @@ class MidiStream:
                 out.append(bytes(self.pending))
                 self.pending = []
         return out
+
+
+_STATUS_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+def _as_bytes(data: bytes | list[int]) -> bytes:
+    """A driver event as bytes (python-rtmidi hands over a list of ints; anything over 255 keeps its low byte)."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return bytes(data)
+    except ValueError:
+        return bytes(int(b) & 0xFF for b in data)
 
 
 class MidiInput:

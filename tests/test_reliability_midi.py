@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
 from kickit.bridge.midi_in import MAX_SYSEX, MidiStream
+
+ATTEMPTS = 8  # a phase whose events the loaded JACK graph dropped (xruns reported) is run again
 
 
 def test_running_status_several_messages_and_realtime_bytes() -> None:
@@ -43,7 +46,7 @@ def test_seeded_fuzz_of_the_byte_stream_parser() -> None:
     """50 000 random events (random bytes, mutated note streams, sysex fragments): never raises, state stays
     bounded, and every message it emits is complete and valid for mido."""
     rng = np.random.default_rng(20)
-    s = MidiStream(max_sysex=256)
+    s, one = MidiStream(max_sysex=256), MidiStream(max_sysex=256)
     emitted = 0
     for i in range(50_000):
         r = i % 3
@@ -54,12 +57,16 @@ def test_seeded_fuzz_of_the_byte_stream_parser() -> None:
             ev[int(rng.integers(len(ev)))] = int(rng.integers(256))
         else:
             ev = [0xF0, *rng.integers(0, 128, int(rng.integers(0, 400))).tolist()] + ([0xF7] if rng.random() < .5 else [])
-        for raw in s.feed(ev):
+        got = s.feed(ev)
+        # the same bytes one at a time (sysex data skipped per event must not change a thing)
+        assert [raw for b in ev for raw in one.feed([b])] == got
+        for raw in got:
             msg = mido.Message.from_bytes(raw)
             assert msg.type != "sysex" and len(raw) == len(msg.bytes())
             emitted += 1
         assert len(s.pending) <= 3 and (s.sysex_len is None or s.sysex_len <= 400 * 2)
     assert emitted > 10_000 and s.dropped > 0 and s.sysex > 0
+    assert (s.sysex, s.dropped, s.sysex_len) == (one.sysex, one.dropped, one.sysex_len)
 
 
 def midi_flood_scenario(server_name: str, model: str) -> None:
@@ -109,6 +116,8 @@ def midi_flood_scenario(server_name: str, model: str) -> None:
                     queue[:0] = batch[i:]
                 break
 
+    xruns = [0]  # xruns the server reported to this client
+    c.set_xrun_callback(lambda _delay: xruns.__setitem__(0, xruns[0] + 1))
     c.set_process_callback(process)
     c.activate()
     c.connect(out, c.get_ports("kickit-rel", is_midi=True, is_input=True)[0])
@@ -118,16 +127,38 @@ def midi_flood_scenario(server_name: str, model: str) -> None:
             queue.extend(events)
 
     def settle(n: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(triggered) < n and time.monotonic() < deadline:
+        """Until n hits were triggered, or the sender's queue is empty and the count stopped moving."""
+        deadline, last, still = time.monotonic() + timeout, -1, 0
+        while len(triggered) < n and time.monotonic() < deadline and still < 50:
+            with lock:
+                idle = not queue
+            still = still + 1 if idle and len(triggered) == last else 0
+            last = len(triggered)
             time.sleep(0.01)
         time.sleep(0.3)
 
-    # JACK itself drops a client's MIDI events in a cycle it has to skip (an xrun on a loaded machine), so
-    # what is checked is that every note that reached the bridge played, and that (nearly) all reached it
+    def attempts(phase: Callable[[], tuple[bool, str]]) -> str:
+        """Run a phase until (nearly) all its events arrived: JACK itself drops a client's MIDI events in a cycle
+        it has to skip (xruns come in bursts on a loaded machine), so a phase that fell short is run again,
+        pausing longer each time, but only when the server reported xruns during it: a loss without xruns
+        fails at once."""
+        why = ""
+        for k in range(ATTEMPTS):
+            triggered.clear()
+            arrived.clear()
+            x0 = xruns[0]
+            ok, why = phase()
+            # whatever arrived, every note that reached the bridge played, in order (checked on every attempt)
+            assert triggered == [p for n in arrived if (p := engine.pad_map.pad(n)) is not None], (triggered, arrived)
+            if ok:
+                return why
+            assert xruns[0] > x0, f"events lost without an xrun: {why}"
+            time.sleep(0.2 * (k + 1))
+        raise AssertionError(f"events lost in each of {ATTEMPTS} attempts (xruns every time): {why}")
 
-    try:
-        # 1. sysex flood (1 KB every 3 ms, ~340 KB/s) with a note every 50 ms: every note plays
+    def sysex_flood() -> tuple[bool, str]:
+        # sysex flood (1 KB every 3 ms, ~340 KB/s) with a note every 50 ms: every note plays
+        sysex0 = midi.stream.sysex
         t0, notes, sysex_sent = time.monotonic(), 0, 0
         while time.monotonic() - t0 < 2.0:
             send(bytes([0xF0, *([0x55] * 1022), 0xF7]))
@@ -137,20 +168,25 @@ def midi_flood_scenario(server_name: str, model: str) -> None:
                 notes += 1
             time.sleep(0.003)
         settle(notes)
-        assert len(triggered) == len(arrived) >= notes * 0.9, (len(triggered), len(arrived), notes)
-        assert midi.stream.sysex >= sysex_sent * 0.5 and sysex_sent > 100 and midi.errors == 0, midi.counters()
-        # 2. running status in one event and across events, velocity 0 as note-off
-        triggered.clear()
-        arrived.clear()
+        assert sysex_sent > 100 and midi.errors == 0, midi.counters()
+        sysex = midi.stream.sysex - sysex0
+        ok = len(arrived) >= notes * 0.9 and sysex >= sysex_sent * 0.5
+        return ok, f"{len(arrived)} of {notes} notes, {sysex} of {sysex_sent} sysex"
+
+    def running_status() -> tuple[bool, str]:
+        # running status in one event and across events, velocity 0 as note-off
         send(bytes([0x90, 36, 100, 37, 100]))
         time.sleep(0.05)
         send(bytes([38, 100]), bytes([39, 0]), bytes([0x80, 40, 64]))
         settle(3)
-        assert arrived == [36, 37, 38], arrived  # the velocity-0 note-on (39) and the note-off play nothing
-        assert triggered == [0, 1, 2], triggered
-        # 3. 1000 notes/s for 2 s: every note reaches the mixer, voices are stolen, the ring never overflows
-        triggered.clear()
-        arrived.clear()
+        # the velocity-0 note-on (39) and the note-off play nothing
+        return arrived == [36, 37, 38], f"arrived {arrived}"
+
+    burst_stats: dict[str, int] = {}
+
+    def burst() -> tuple[bool, str]:
+        # 1000 notes/s for 2 s: every note that reached the bridge reaches the mixer, voices are stolen, the
+        # event ring never overflows
         started0, stolen0, ring0 = engine.mixer.notes_started, engine.mixer.stolen, engine.ring.dropped
         rng = np.random.default_rng(21)
         t0, sent = time.monotonic(), 0
@@ -160,14 +196,20 @@ def midi_flood_scenario(server_name: str, model: str) -> None:
                 sent += 1
             time.sleep(0.002)
         settle(sent)
-        # every event that reached the bridge is played; what the loaded JACK graph itself drops never reaches
-        # it (CI measured 88 % arriving once), so the arrival bar only guards against a broken sender
-        assert len(triggered) == len(arrived) >= sent * 0.75, (len(triggered), len(arrived), sent)
         assert engine.ring.dropped == ring0 and engine.ring.pending() == 0
         assert engine.mixer.notes_started - started0 == len(arrived)
         assert engine.mixer.stolen - stolen0 > 0 and engine.mixer.active() <= engine.mixer.max_voices
+        burst_stats.update(sent=sent, stolen=engine.mixer.stolen - stolen0)
+        # what the loaded graph drops never reaches the bridge (CI once measured 88 % arriving), so the arrival
+        # bar only guards against a broken sender or input
+        return len(arrived) >= sent * 0.75, f"{len(arrived)} of {sent} notes"
+
+    try:
+        flood = attempts(sysex_flood)
+        attempts(running_status)
+        attempts(burst)
         assert engine.mixer.callback_errors == 0 and sink.callback_errors == 0 and midi.errors == 0
-        print(f"sysex {midi.stream.sysex} burst {sent} arrived {len(arrived)} stolen {engine.mixer.stolen - stolen0} xruns {sink.xruns}")
+        print(f"flood {flood}; burst {burst_stats}; sysex {midi.stream.sysex} xruns {xruns[0]}")
     finally:
         c.deactivate()
         c.close()
