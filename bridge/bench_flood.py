@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from kickit.bridge import bench_latency
+from kickit.bridge.bareclient import BareClient
 from kickit.bridge.bench_soak import growth
 
 
@@ -92,6 +93,7 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
     go = ctx.Event()
     flood = None
     deaf = None
+    bare: BareClient | None = None
     alive = False
     try:
         osc_port = bench_latency._free_udp_port()
@@ -111,13 +113,14 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         if not midi or len(outs) < 2:
             raise RuntimeError("the bridge did not open its JACK ports in time")
         probe.activate(outs[:2], midi[0])
+        bare = BareClient(period, env)  # the control: a Python audio client that does nothing else
         # the flood's knob moves go to pad 1; the notes play pad 0, whose hit must stay bit-exact
         sock.sendto(build("/kickit/pad/1/select"), ("127.0.0.1", osc_port))
         time.sleep(0.3)
-        s0 = bench_latency._status(sock, osc_port)
+        s0, bare0 = bench_latency._status(sock, osc_port), bare.counters()
         x0 = probe.xruns
         time.sleep(baseline)  # idle: the machine's own xrun rate
-        before = bench_latency._status(sock, osc_port)
+        before, bare1 = bench_latency._status(sock, osc_port), bare.counters()
         idle_bridge, idle_server = int(before.get("xruns", 0)) - int(s0.get("xruns", 0)), probe.xruns - x0
         x1 = probe.xruns
         probe.start_capture()
@@ -133,6 +136,7 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         flood_end = time.monotonic()
         probe.capturing = False
         server_xruns = probe.xruns - x1
+        bare2 = bare.counters()
         # a valid message right after the flood: how long until it is answered
         rtts = []
         for _ in range(20):
@@ -155,6 +159,8 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         sock.close()
         if deaf is not None:
             deaf.close()
+        if bare is not None:
+            bare.close()
         if probe is not None:
             probe.close()
         if bridge is not None:
@@ -171,7 +177,11 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         "osc_dropped": after.get("osc_dropped", 0) - before.get("osc_dropped", 0),
         "osc_errors": after.get("osc_errors", 0), "notes_sent": notes, "notes_heard": heard,
         "notes_bit_exact": exact, "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
-        "bridge_overruns": int(after.get("callback_overruns", 0)) - int(before.get("callback_overruns", 0)),
+        "bridge_overruns": bench_latency._delta(after, before, "callback_overruns"),
+        "bare_overruns": bench_latency._delta(bare2, bare1, "callback_overruns"),
+        "bare_callbacks": bench_latency._delta(bare2, bare1, "callbacks"),
+        "idle_bridge_overruns": bench_latency._delta(before, s0, "callback_overruns"),
+        "idle_bare_overruns": bench_latency._delta(bare1, bare0, "callback_overruns"),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_bridge_xruns": idle_bridge,
         "idle_server_xruns": idle_server, "callback_errors": after.get("callback_errors"),
         "output_callback_errors": after.get("output_callback_errors"), "ring_dropped": after.get("ring_dropped"),
@@ -201,6 +211,10 @@ def report(r: dict) -> str:
         "| all |\n"
         f"| xruns caused by the bridge during the flood (callbacks whose GIL wait + mixing overran the period) | "
         f"{r.get('bridge_overruns', '-')} | 0 |\n"
+        f"| control: overruns of a bare Python audio client on the same server during the flood (the machine's "
+        f"own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
+        f"| overruns in {r['baseline_seconds']:.0f} s idle before: bridge / bare client | "
+        f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n"
         f"| xruns flagged to the bridge (any cause) during the flood / in {r['baseline_seconds']:.0f} s idle "
         f"before | {r['bridge_xruns']} / {r['idle_bridge_xruns']} | |\n"
         f"| server xruns during the flood / idle | {r['server_xruns']} / {r['idle_server_xruns']} | |\n"

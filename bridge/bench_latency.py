@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kickit.bridge.bareclient import BareClient
 
 from kickit.benchdoc import write_section
 
@@ -116,6 +117,13 @@ def _rss_kb(pid: int) -> int | None:
     return total
 
 
+def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int | None:
+    """A counter's increase between two status replies (None when either lacks it)."""
+    if key not in after or key not in before:
+        return None
+    return int(after[key]) - int(before[key])
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
@@ -139,6 +147,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.5)
     errlog = tempfile.TemporaryFile()
+    bare: BareClient | None = None
     try:
         osc_port = _free_udp_port()
         env = dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
@@ -153,12 +162,15 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         if not midi or len(outs) < 2:
             raise RuntimeError("the bridge did not open its JACK ports in time")
         probe.activate(outs[:2], midi[0])
+        bare = BareClient(period, env)  # the control: a Python audio client that does nothing else
         time.sleep(0.3)
         sock.sendto(build("/kickit/pad/1/select"), ("127.0.0.1", osc_port))
-        idle0 = (probe.xruns, _status(sock, osc_port).get("xruns", 0))
+        server0, status0, bare0 = probe.xruns, _status(sock, osc_port), bare.counters()
         time.sleep(baseline)  # the bridge running with no traffic: the machine's own xrun rate
-        before = _status(sock, osc_port)
-        idle_server, idle_bridge = probe.xruns - idle0[0], int(before.get("xruns", 0)) - int(idle0[1])
+        before, bare1 = _status(sock, osc_port), bare.counters()
+        idle_server, idle_bridge = probe.xruns - server0, _delta(before, status0, "xruns")
+        idle = {"idle_bridge_overruns": _delta(before, status0, "callback_overruns"),
+                "idle_bare_overruns": _delta(bare1, bare0, "callback_overruns")}
         server_xruns0 = probe.xruns
         probe.start_capture()
         rng = np.random.default_rng(0)
@@ -176,10 +188,12 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
             time.sleep(0.002)
         time.sleep(0.3)
         probe.capturing = False
-        after = _status(sock, osc_port)
+        after, bare2 = _status(sock, osc_port), bare.counters()
         server_xruns = probe.xruns - server_xruns0
     finally:
         sock.close()
+        if bare is not None:
+            bare.close()
         if probe is not None:
             probe.close()
         err = stop_bridge(bridge, errlog)
@@ -194,7 +208,9 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "knob_ready_p50_ms": after.get("knob_ready_ms_p50"), "knob_ready_p95_ms": after.get("knob_ready_ms_p95"),
         "render_ms_per_hit": after.get("render_ms_p50"),
         "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
-        "bridge_overruns": int(after.get("callback_overruns", 0)) - int(before.get("callback_overruns", 0)),
+        "bridge_overruns": _delta(after, before, "callback_overruns"),
+        "bare_overruns": _delta(bare2, bare1, "callback_overruns"), "bare_callbacks": _delta(bare2, bare1, "callbacks"),
+        "bare_callback_wait_max_ms": bare2.get("callback_wait_max_ms"), **idle,
         "callback_max_ms": after.get("callback_max_ms"), "callback_wait_max_ms": after.get("callback_wait_max_ms"),
         "callback_max_before_ms": before.get("callback_max_ms"),
         "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
@@ -302,6 +318,10 @@ def report(r: dict) -> str:
         f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
         f"| xruns caused by the bridge: callbacks whose GIL wait + mixing overran their period | "
         f"{r.get('bridge_overruns', '-')} | 0 ({'met' if r.get('bridge_overruns') == 0 else 'NOT met'}) |\n"
+        f"| control: overruns of a bare Python audio client on the same server over the same seconds "
+        f"(the machine's own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
+        f"| overruns with the bridge idle ({r['baseline_seconds']:.0f} s): bridge / bare client | "
+        f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n"
         f"| longest callback (mixing) / longest wait for the GIL: at the end; before the traffic (start-up) | "
         f"{num(r.get('callback_max_ms'))} / {num(r.get('callback_wait_max_ms'))}; "
         f"{num(r.get('callback_max_before_ms'))} / {num(r.get('callback_wait_max_before_ms'))} | |\n"
@@ -317,7 +337,9 @@ def report(r: dict) -> str:
         "An xrun is the bridge's when its callback, from the host API's call (PortAudio's stream clock) to "
         "its return, took longer than the period: the wait for the GIL (held by another bridge thread) plus "
         "the mixing. Xruns flagged while every callback finished in time come from outside the bridge "
-        "(the server or the machine not running the cycle in time).\n"
+        "(the server or the machine not running the cycle in time). The control (`kickit.bridge.bareclient`) "
+        "times a callback that only writes silence, in a process that does nothing else, with the same measure: "
+        "what the machine alone does to a Python audio callback.\n"
     )
 
 

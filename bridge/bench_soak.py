@@ -60,6 +60,8 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"| note-on -> first sample p99 | {r['note_p99_frames'] * per:.2f} ms |\n"
         f"| xruns caused by the bridge (callbacks whose GIL wait + mixing overran the period) | "
         f"{r.get('bridge_overruns', '-')} |\n"
+        f"| control: overruns of a bare Python audio client on the same server over the same seconds (the "
+        f"machine's own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks |\n"
         f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )

@@ -51,6 +51,41 @@ def _sd():  # noqa: ANN202 - the sounddevice module, or OutputError when PortAud
     return sd
 
 
+def host_wait(stream: Any, time_info: Any) -> float:
+    """Seconds from the host API's call into the audio callback to now (its Python code running), on
+    PortAudio's stream clock: the wait for the GIL and the interpreter; 0 for a host API without a usable clock."""
+    invoked = time_info.currentTime
+    if stream is None or invoked <= 0.0:
+        return 0.0
+    wait = stream.time - invoked
+    return wait if 0.0 <= wait < 1.0 else 0.0
+
+
+class CallbackTiming:
+    """An audio callback's own share of its periods: the wait from the host API's call to its Python code (the
+    GIL, held by another thread of the process) plus its run. A callback whose share exceeds its period is an
+    xrun the process caused; xruns flagged while every callback finished in time come from outside it."""
+
+    __slots__ = ("max_s", "overruns", "wait_max_s")
+
+    def __init__(self) -> None:
+        self.overruns = 0
+        self.max_s = 0.0  # longest run, seconds
+        self.wait_max_s = 0.0  # longest wait, seconds
+
+    def record(self, wait: float, used: float, period_s: float) -> None:
+        if used > self.max_s:
+            self.max_s = used
+        if wait > self.wait_max_s:
+            self.wait_max_s = wait
+        if wait + used > period_s:
+            self.overruns += 1
+
+    def counters(self) -> dict[str, Any]:
+        return {"callback_overruns": self.overruns, "callback_max_ms": self.max_s * 1e3,
+                "callback_wait_max_ms": self.wait_max_s * 1e3}
+
+
 def rescan_devices() -> None:
     """Re-initialise PortAudio so devices (or a JACK server) that appeared since start-up are seen."""
     sd = _sd()
@@ -173,9 +208,7 @@ class DeviceSink:
         self.xruns = 0
         self.callbacks = 0
         self.callback_errors = 0  # exceptions caught in the callback outside the mixer (which counts its own)
-        self.callback_max_s = 0.0  # longest callback (mixing), seconds
-        self.callback_wait_max_s = 0.0  # longest wait from the host API's call to the callback's Python code
-        self.callback_overruns = 0  # callbacks whose wait + run exceeded their period: xruns the bridge caused
+        self.timing = CallbackTiming()  # the callback's own share of each period (overruns: the bridge's xruns)
         self.reconnects = 0
         self.device_name = "?"
         self.stream = None
@@ -198,12 +231,7 @@ class DeviceSink:
             if status:
                 self.xruns += 1
             self.callbacks += 1
-            stream = self.stream
-            invoked = time_info.currentTime
-            if stream is not None and invoked > 0.0:  # PortAudio's clock: when the host API called in, vs now
-                wait = stream.time - invoked
-                if not 0.0 <= wait < 1.0:  # a host API without a usable clock
-                    wait = 0.0
+            wait = host_wait(self.stream, time_info)
             self.engine.process(outdata)
         except Exception:  # counted, never raised: an exception would stop the stream
             self.callback_errors += 1
@@ -211,15 +239,20 @@ class DeviceSink:
                 outdata.fill(0.0)
             except Exception:
                 pass
-        # The bridge's own share of the period: waiting for the GIL (other bridge threads) + mixing. A callback
-        # whose share exceeds the period is an xrun the bridge caused; the other xruns come from outside it.
-        used = perf_counter() - t0
-        if used > self.callback_max_s:
-            self.callback_max_s = used
-        if wait > self.callback_wait_max_s:
-            self.callback_wait_max_s = wait
-        if wait + used > frames / self.engine.rate:
-            self.callback_overruns += 1
+        self.timing.record(wait, perf_counter() - t0, frames / self.engine.rate)
+
+    @property
+    def callback_overruns(self) -> int:
+        """Callbacks whose wait + run exceeded their period: xruns the bridge caused (:class:`CallbackTiming`)."""
+        return self.timing.overruns
+
+    @property
+    def callback_max_s(self) -> float:
+        return self.timing.max_s
+
+    @property
+    def callback_wait_max_s(self) -> float:
+        return self.timing.wait_max_s
 
     def _finished(self) -> None:
         if not self._stopping:
@@ -328,8 +361,7 @@ class DeviceSink:
 
     def counters(self) -> dict[str, Any]:
         return {"xruns": self.xruns, "reconnects": self.reconnects, "output_error": self.error,
-                "output_callback_errors": self.callback_errors, "callback_overruns": self.callback_overruns,
-                "callback_max_ms": self.callback_max_s * 1e3, "callback_wait_max_ms": self.callback_wait_max_s * 1e3,
+                "output_callback_errors": self.callback_errors, **self.timing.counters(),
                 "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
 
 

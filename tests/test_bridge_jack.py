@@ -301,3 +301,26 @@ def test_virtual_port_on_an_unavailable_api_is_a_clear_error() -> None:
         choose_api("beos")
     with pytest.raises(MidiError, match="not compiled|does not work"):  # Linux builds have no WinMM
         MidiInput("virtual", lambda m, t: None, api="winmm" if sys.platform != "win32" else "coremidi")
+
+
+def test_bare_client_counts_its_callbacks_and_overruns_on_jack() -> None:
+    """The benchmarks' control (kickit.bridge.bareclient): a silent PortAudio stream on its own JACK server whose
+    callbacks are timed with the bridge's measure; counters on request, a clean stop when its input closes."""
+    from kickit.bridge.bareclient import BareClient
+
+    with JackServer(period=256) as server:
+        env = dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
+        bare = BareClient(256, env)
+        try:
+            ports = subprocess.run(["jack_lsp", "-c"], env=env, capture_output=True, text=True, timeout=10).stdout
+            assert "PortAudio" in ports  # a real client of the server, playing into it
+            a = bare.counters()
+            time.sleep(0.5)
+            b = bare.counters()
+        finally:
+            err = bare.close()
+        assert bare.proc.returncode == 0, err
+    # 0.5 s at 256 frames / 44.1 kHz is ~86 callbacks; the counters are the bridge's (CallbackTiming)
+    assert b["callbacks"] - a["callbacks"] > 40 and b["callback_errors"] == 0
+    assert set(a) >= {"callback_overruns", "callback_max_ms", "callback_wait_max_ms", "xruns"}
+    assert 0 <= b["callback_overruns"] <= b["callbacks"]

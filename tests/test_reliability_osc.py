@@ -247,7 +247,10 @@ def test_bench_flood_short_run_end_to_end(tiny_model_path: Path) -> None:
     assert r["sent"] >= 1000 and 0 < r["osc_received"] <= r["sent"]
     assert r["osc_handled"] + r["osc_dropped"] >= r["osc_received"] and r["osc_dropped"] > 0
     assert r["notes_sent"] >= 10 and r["notes_heard"] > 0
-    assert "flood" in bench_flood.report(r)
+    # the control client ran alongside for the whole flood (3 s at 128 frames: ~1000 callbacks)
+    assert r["bare_callbacks"] > 500 and 0 <= r["bare_overruns"] <= r["bare_callbacks"]
+    assert r["idle_bare_overruns"] is not None and r["idle_bridge_overruns"] is not None
+    assert "flood" in bench_flood.report(r) and "bare Python audio client" in bench_flood.report(r)
 
 
 def test_bench_soak_takes_minutes_and_refuses_a_bad_length(capsys: pytest.CaptureFixture[str]) -> None:
