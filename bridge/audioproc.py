@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from kickit.bridge.outputs import DeviceSink, OutputError
+from kickit.bridge.outputs import DeviceSink, OutputError, release_portaudio
 from kickit.bridge.voices import EV_NOTE, Mixer
 
 log = logging.getLogger("kickit.bridge")
@@ -67,13 +67,6 @@ class SharedEventRing:
             total += int(np.prod(shape)) * np.dtype(dt).itemsize
         self.owner = name is None
         self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=total if self.owner else 0)
-        if not self.owner:  # attached, not created: only the creator unlinks it (Python < 3.13 tracks both)
-            try:
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
-            except Exception:
-                pass
         for (field, dt, shape), off in zip(sizes, offsets, strict=True):
             setattr(self, field, np.ndarray(shape, dtype=dt, buffer=self.shm.buf, offset=off))
         if self.owner:
@@ -249,6 +242,7 @@ class AudioProcessSink:
 
     def start(self) -> None:
         self._stopping = False
+        release_portaudio()  # this process plays nothing: no client of the audio server left to outlive it
         self.ring = SharedEventRing(self.slots, self._slot_frames())
         try:
             self._spawn()
