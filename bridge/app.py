@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kickit.bridge.audioproc import AudioProcessSink
 from kickit.bridge.control import Controller
 from kickit.bridge.engine import Engine, EngineConfig
 from kickit.bridge.groups import GroupSpec, check_groups
@@ -45,6 +46,7 @@ class BridgeOptions:
     velocity_amount: float = 0.5
     midi_client_name: str = "kickit"
     render_processes: int = 2  # with an audio device: render in this many child processes (0: threads)
+    audio_process: bool = True  # with an audio device: the callback in its own process (bridge/audioproc.py)
     groups: list[GroupSpec] = field(default_factory=list)  # pad groups with their own model (docs/bridge.md)
 
 
@@ -102,6 +104,8 @@ class Bridge:
 
     def _make_sink(self) -> Sink:
         if self.output == "device":
+            if self.opts.audio_process:
+                return AudioProcessSink(self.engine, self.opts.device, self.opts.block)
             return DeviceSink(self.engine, self.opts.device, self.opts.block)
         if self.output == "daw":
             try:

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=44100, help="JACK sample rate (default 44100)")
     p.add_argument("--note-interval", type=float, default=0.1, help="seconds between note-ons (default 0.1)")
     p.add_argument("--knob-interval", type=float, default=0.05, help="seconds between knob moves (default 0.05)")
+    p.add_argument("--no-audio-process", dest="audio_process", action="store_false",
+                   help="passed to kickit bridge: the audio callback in the bridge's own process (for comparison)")
     p.add_argument("--render-processes", type=int, default=2,
                    help="passed to kickit bridge (default 2; 0 = render threads in the bridge process)")
 
@@ -129,7 +131,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def measure(model: Path, seconds: float, period: int, rate: int, note_interval: float,
-            knob_interval: float, baseline: float = 5.0, render_processes: int = 2) -> dict:
+            knob_interval: float, baseline: float = 5.0, render_processes: int = 2, audio_process: bool = True) -> dict:
     from kickit.bridge.engine import Engine, EngineConfig
     from kickit.bridge.jackprobe import DummyJack, JackProbe
     from kickit.bridge.oscmap import build
@@ -154,7 +156,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         bridge = subprocess.Popen(
             [sys.executable, "-m", "kickit.cli", "bridge", "--model", str(model), "--midi-api", "jack",
              "--osc-port", str(osc_port), "--block", str(period), "--seed", "0",
-             "--render-processes", str(render_processes)],
+             "--render-processes", str(render_processes), *([] if audio_process else ["--no-audio-process"])],
             env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         probe = JackProbe(server.name, seconds=seconds + 10)
         midi = probe.find_port("kickit", midi=True, is_input=True, timeout=120)
@@ -201,7 +203,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
     notes, latencies, exact = match_notes(probe, expected)
     lat = np.asarray(latencies, dtype=np.float64)
     return {
-        "model": model.name, "render_processes": render_processes, "rate": rate, "period": period, "seconds": seconds, "notes_sent": notes,
+        "model": model.name, "render_processes": render_processes, "audio_process": audio_process, "rate": rate, "period": period, "seconds": seconds, "notes_sent": notes,
         "notes_measured": len(latencies), "notes_bit_exact": exact,
         "note_p50_frames": _pct(list(lat), 50), "note_p99_frames": _pct(list(lat), 99),
         "note_max_frames": float(lat.max()) if len(lat) else float("nan"),
@@ -297,13 +299,14 @@ def report(r: dict) -> str:
         return "-" if v is None else f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms"  # type: ignore[operator]
 
     ok_note = r["note_p99_frames"] <= 2 * p
+    audio = "in its own process" if r.get("audio_process", True) else "in the bridge's process"
     ok_knob = r["knob_ready_p95_ms"] is not None and r["knob_ready_p95_ms"] <= 30.0
     return (
         "`kickit bench latency`: a JACK server on the dummy backend (started by the benchmark), `kickit bridge` "
         "as a **subprocess** (PortAudio output, virtual JACK MIDI input, OSC), and a second JACK client "
         "(JACK-Client) in the benchmark process that sends MIDI and captures the bridge's output by frame.\n\n"
         f"Model `{r['model']}`, {r['rate']} Hz, period {p}, rendering in {r['render_processes']} helper "
-        f"process(es) (0: threads), {r['seconds']:.0f} s of continuous traffic "
+        f"process(es) (0: threads), audio callback {audio}, {r['seconds']:.0f} s of continuous traffic "
         "(a note-on every 100 ms, each 10 ms after an all-notes-off; an OSC knob move every 50 ms).\n\n"
         "| measure | result | target |\n|---|---|---|\n"
         f"| note-on -> first sample, p50 | {ms(r['note_p50_frames'])} | |\n"
@@ -369,6 +372,6 @@ def run(args: argparse.Namespace) -> int:
     return run_bench(
         "latency", args,
         lambda model: measure(model, args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
-                              render_processes=args.render_processes),
+                              render_processes=args.render_processes, audio_process=args.audio_process),
         lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb")}),
         ("latency", "Bridge latency (note-on, knob) and xruns on JACK"))

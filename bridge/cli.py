@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-processes", type=int, default=2,
                    help="with an audio device, render in this many helper processes so rendering never "
                         "delays the audio thread (default 2; 0 = threads in the bridge process)")
+    p.add_argument("--no-audio-process", dest="audio_process", action="store_false",
+                   help="run the audio callback in the bridge's own process (default: a process of its own, so "
+                        "no other bridge thread can hold the interpreter lock it needs)")
 
 
 _RANGES = (  # (option, low, high, unit)
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         pads=args.pads, preset=args.preset, out_dir=args.out_dir, output=output, daw_dir=args.daw,
         seed=args.seed, voices=args.voices, choke=args.choke, fresh_queue=args.fresh_queue,
         velocity_layers=args.velocity_layers, velocity_knob=args.velocity_knob,
-        render_processes=args.render_processes, groups=groups,
+        render_processes=args.render_processes, audio_process=args.audio_process, groups=groups,
     )
     try:
         bridge = Bridge(opts)

@@ -615,12 +615,10 @@ class Engine:
         return {
             "model": self.source.name, "weights_hash": self.source.weights_hash, "rate": self.rate,
             "selected": self.selected, "knobs": knobs, "knob_names": names, "pads": pads,
-            "voices": self.mixer.active(), "max_voices": self.mixer.max_voices, "stolen": self.mixer.stolen,
-            "notes": self.mixer.notes_started,
+            **self.mixer.counters(),
             "render_ms_p50": percentile(s.render_ms, 50), "knob_ready_ms_p50": percentile(s.knob_ready_ms, 50),
             "knob_ready_ms_p95": percentile(s.knob_ready_ms, 95),
-            "note_latency_ms_p99": percentile(self.mixer.note_latencies_ms(), 99),
-            "callback_errors": self.mixer.callback_errors, "ring_dropped": self.ring.dropped,
+            "ring_dropped": self.ring.dropped,
             "not_ready": s.not_ready, "fresh_underruns": s.fresh_underruns, "render_errors": s.render_errors,
             "groups": groups,
         }

@@ -124,6 +124,22 @@ def find_output_device(name: str | None) -> tuple[int, dict[str, Any]]:
     return found[0][0], dict(found[0][1])
 
 
+def release_portaudio() -> None:
+    """Terminate this process's PortAudio instance (sounddevice initialises it on import), so that it holds no
+    client of the audio server: the bridge's process when the callback runs in a process of its own. A JACK
+    server that dies later then leaves nothing here that PortAudio would fail to close at exit."""
+    import sys as _sys
+
+    sd = _sys.modules.get("sounddevice")
+    if sd is None:
+        return
+    try:
+        while getattr(sd, "_initialized", 0) > 0:
+            sd._terminate()
+    except Exception as e:
+        log.debug("PortAudio terminate failed: %s", e)
+
+
 def _guarded(fn: Callable[[], None], timeout: float) -> bool:
     """Run ``fn`` in a daemon thread; False if it did not return within ``timeout`` seconds."""
     t = threading.Thread(target=fn, name="kickit-portaudio", daemon=True)

@@ -89,6 +89,13 @@ class Mixer:
         self.callback_errors = 0
         self.notes_started = 0
 
+    def counters(self) -> dict[str, object]:
+        """What the status reports of the mixer (read from a control thread)."""
+        lat = self.note_latencies_ms()
+        p99 = float(np.percentile(np.asarray(lat, dtype=np.float64), 99)) if lat else None
+        return {"voices": self.active(), "max_voices": self.max_voices, "stolen": self.stolen,
+                "notes": self.notes_started, "note_latency_ms_p99": p99, "callback_errors": self.callback_errors}
+
     def note_latencies_ms(self) -> list[float]:
         """Recent note arrival -> start of the audio block that plays it, in ms (control-thread read)."""
         n = min(self._lat_count, len(self._lat))
@@ -117,11 +124,17 @@ class Mixer:
         return best
 
     def _start(self, pad: int, hit: np.ndarray, gain: float, offset: int) -> None:
+        self._begin(self._claim(pad), pad, hit, gain, offset)
+
+    def _claim(self, pad: int) -> int:
+        """The voice a new hit of ``pad`` takes (choking the pad's voices first when ``choke``)."""
         if self.choke:
             for v in range(self.max_voices):
                 if self.pad[v] == pad and self.hit[v] is not None:
                     self._release_voice(v)
-        v = self._free_voice()
+        return self._free_voice()
+
+    def _begin(self, v: int, pad: int, hit: np.ndarray, gain: float, offset: int) -> None:
         self.hit[v] = hit
         self.pos[v] = 0
         self.gain[v] = gain
@@ -131,6 +144,18 @@ class Mixer:
         self._started += 1
         self.age[v] = self._started
         self.notes_started += 1
+
+    def _control(self, kind: int, pad: int) -> None:
+        """A panic (every voice off at once) or a choke (the pad's voices fade out)."""
+        if kind == EV_PANIC:
+            for v in range(self.max_voices):
+                self.hit[v] = None
+                self.pad[v] = -1
+                self.release_left[v] = 0
+        elif kind == EV_CHOKE:
+            for v in range(self.max_voices):
+                if self.pad[v] == pad:
+                    self._release_voice(v)
 
     def drain(self, frames: int) -> None:
         ring = self.ring
@@ -147,16 +172,8 @@ class Mixer:
                     if stamp > 0.0:
                         self._lat[self._lat_count % len(self._lat)] = now - stamp
                         self._lat_count += 1
-            elif kind == EV_PANIC:
-                for v in range(self.max_voices):
-                    self.hit[v] = None
-                    self.pad[v] = -1
-                    self.release_left[v] = 0
-            elif kind == EV_CHOKE:
-                p = int(ring.pad[i])
-                for v in range(self.max_voices):
-                    if self.pad[v] == p:
-                        self._release_voice(v)
+            else:
+                self._control(int(kind), int(ring.pad[i]))
             ring.hit[i] = None
             ring._read += 1
 

@@ -116,11 +116,20 @@ class JackServer:
         self.stop()
 
 
+def terminate_portaudio() -> None:
+    """Terminate sounddevice's PortAudio instance if it is initialised (a bridge whose audio callback runs in
+    a process of its own has already let go of it in this process)."""
+    import sounddevice as sd
+
+    while sd._initialized > 0:
+        sd._terminate()
+
+
 def reinit_portaudio() -> None:
     """Make an already imported sounddevice see the devices of the JACK server started after its import."""
     import sounddevice as sd
 
-    sd._terminate()
+    terminate_portaudio()
     sd._initialize()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge
+from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge, terminate_portaudio
 from kickit.bridge.oscmap import _elements, build
 
 pytestmark = pytest.mark.jack
@@ -60,7 +60,7 @@ def rig(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
             bridge.stop()
         import sounddevice as sd
 
-        sd._terminate()  # before the server goes away (PortAudio's JACK client must close cleanly)
+        terminate_portaudio()  # before the server goes away (PortAudio's JACK client must close cleanly)
         server.stop()
         sd._initialize()
 

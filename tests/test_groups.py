@@ -256,7 +256,7 @@ def test_groups_play_and_swap_on_a_real_jack_server(tiny_model_path: Path, data_
 
     pytest.importorskip("jack")
     import sounddevice as sd
-    from jackserver import JackServer, reinit_portaudio
+    from jackserver import JackServer, reinit_portaudio, terminate_portaudio
     from kickit.bridge.jackprobe import JackProbe
     from test_bridge_jack import COMPARE, osc, played_exactly, wait_for
 
@@ -292,6 +292,6 @@ def test_groups_play_and_swap_on_a_real_jack_server(tiny_model_path: Path, data_
             probe.close()
         if bridge is not None:
             bridge.stop()
-        sd._terminate()
+        terminate_portaudio()
         server.stop()
         sd._initialize()

@@ -1,0 +1,336 @@
+"""The audio callback in a process of its own: no other Python thread can hold the GIL it needs.
+
+In the bridge's process the callback shares the GIL with the MIDI, OSC and hand-over threads; when one of
+them holds it and is preempted (a loaded machine), the callback misses its period although the bridge did
+little work. Measured against a bare Python client on the same JACK server (``kickit bench latency``), that
+was most of the bridge's overruns. :class:`AudioProcessSink` runs :class:`kickit.bridge.outputs.DeviceSink`
+in a child process whose only busy thread is the callback:
+
+* The engine (bridge process) pushes note, panic and choke events into a :class:`SharedEventRing`: a
+  fixed ring in shared memory whose slots carry the hit itself (copied in by the producer, a few tens of
+  microseconds per note), so nothing is shared by reference across processes and no slot outlives its event.
+* The child's :class:`SharedMixer` is the engine's :class:`kickit.bridge.voices.Mixer` reading that ring: it
+  copies a new hit's samples from its slot into the voice's own preallocated buffer and mixes exactly as in
+  process (the same blocks bit for bit, tested).
+* Counters (xruns, overruns, voices, note latency) come back over a pipe on request; the child's device
+  handling (lost device, reconnect by name) is DeviceSink's own. A child that dies is started again with the
+  same ring (events pushed meanwhile play late or are dropped and counted; the pads are untouched).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+import time
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from kickit.bridge.outputs import DeviceSink, OutputError, release_portaudio
+from kickit.bridge.voices import EV_NOTE, Mixer
+
+log = logging.getLogger("kickit.bridge")
+
+SLOTS = 32  # events in flight between the engine and the callback (a few per period at most)
+START_TIMEOUT = 60.0  # seconds for the child to import, open the device and start the stream
+_FENCE = threading.Lock()  # acquire + release: a memory barrier (ordering on weakly ordered CPUs, e.g. ARM)
+
+
+def _fence() -> None:
+    _FENCE.acquire()
+    _FENCE.release()
+
+
+class SharedEventRing:
+    """A single-producer-side, single-consumer ring of events with their hits, in one shared memory block.
+
+    Layout: a header (write index, read index), per slot the event fields and a (2, slot_frames) float32
+    hit. The producer fills a slot, then (after a barrier) publishes it by advancing the write index; the
+    consumer reads the index, then (after a barrier) the slot, and frees it by advancing the read index.
+    Producers in the bridge's process serialise among themselves with a lock; the consumer never takes it.
+    A full ring drops the event (``dropped``); a hit longer than a slot is cut (``truncated``).
+    """
+
+    def __init__(self, slots: int, slot_frames: int, name: str | None = None) -> None:
+        self.size, self.slot_frames = int(slots), int(slot_frames)
+        n = self.size
+        sizes = [("header", np.int64, (4,)), ("kind", np.int32, (n,)), ("pad", np.int32, (n,)),
+                 ("gain", np.float32, (n,)), ("offset", np.int64, (n,)), ("stamp", np.float64, (n,)),
+                 ("length", np.int64, (n,)), ("hits", np.float32, (n, 2, self.slot_frames))]
+        total, offsets = 0, []
+        for _, dt, shape in sizes:
+            total = (total + 63) // 64 * 64
+            offsets.append(total)
+            total += int(np.prod(shape)) * np.dtype(dt).itemsize
+        self.owner = name is None
+        self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=total if self.owner else 0)
+        for (field, dt, shape), off in zip(sizes, offsets, strict=True):
+            setattr(self, field, np.ndarray(shape, dtype=dt, buffer=self.shm.buf, offset=off))
+        if self.owner:
+            self.header[:] = 0
+        self.dropped = 0  # producer side
+        self.truncated = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def spec(self) -> tuple[int, int, str]:
+        """What a consumer process needs to attach: (slots, slot_frames, name)."""
+        return self.size, self.slot_frames, self.name
+
+    # ----- producer (the engine's threads) ----------------------------------------------------------
+    def push(self, kind: int, pad: int = -1, hit: np.ndarray | None = None, gain: float = 0.0,
+             offset: int = 0, stamp: float = 0.0) -> bool:
+        """Same call as :meth:`kickit.bridge.voices.EventRing.push`; the hit is copied into the slot."""
+        with self._lock:
+            w = int(self.header[0])
+            if w - int(self.header[1]) >= self.size:
+                self.dropped += 1
+                return False
+            i = w % self.size
+            n = 0
+            if kind == EV_NOTE:
+                if hit is None or hit.ndim != 2 or hit.shape[0] != 2:
+                    self.dropped += 1
+                    return False
+                n = min(hit.shape[1], self.slot_frames)
+                if n < hit.shape[1]:
+                    self.truncated += 1
+                self.hits[i, :, :n] = hit[:, :n]
+            self.kind[i], self.pad[i], self.gain[i] = kind, pad, gain
+            self.offset[i], self.stamp[i], self.length[i] = offset, stamp, n
+            _fence()  # the slot is written before the index that publishes it
+            self.header[0] = w + 1
+            return True
+
+    def pending(self) -> int:
+        return int(self.header[0]) - int(self.header[1])
+
+    def reset(self) -> None:
+        """Forget unread events (a restarted consumer starts from now)."""
+        with self._lock:
+            self.header[1] = self.header[0]
+
+    def close(self) -> None:
+        for field in ("header", "kind", "pad", "gain", "offset", "stamp", "length", "hits"):
+            setattr(self, field, None)
+        self.shm.close()
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class SharedMixer(Mixer):
+    """:class:`Mixer` fed by a :class:`SharedEventRing`: a new hit is copied from its slot into the voice's
+    preallocated buffer (the callback allocates no audio buffer), then mixed as in :class:`Mixer`."""
+
+    def __init__(self, ring: SharedEventRing, max_voices: int, max_block: int = 8192, choke: bool = False) -> None:
+        super().__init__(max_voices, max_block, None, choke)
+        self.shared = ring
+        self.buffers = np.zeros((self.max_voices, 2, ring.slot_frames), dtype=np.float32)
+
+    def drain(self, frames: int) -> None:
+        r = self.shared
+        header = r.header
+        w = int(header[0])
+        read = int(header[1])
+        if read == w:
+            return
+        _fence()  # the slots are read after the index that published them
+        now = time.perf_counter()
+        while read != w:
+            i = read % r.size
+            kind = int(r.kind[i])
+            if kind == EV_NOTE:
+                pad, n = int(r.pad[i]), int(r.length[i])
+                v = self._claim(pad)
+                buf = self.buffers[v]
+                np.copyto(buf[:, :n], r.hits[i, :, :n])
+                off = min(max(int(r.offset[i]), 0), frames - 1)
+                self._begin(v, pad, buf[:, :n], float(r.gain[i]), off)
+                stamp = float(r.stamp[i])
+                if stamp > 0.0:
+                    self._lat[self._lat_count % len(self._lat)] = now - stamp
+                    self._lat_count += 1
+            else:
+                self._control(kind, int(r.pad[i]))
+            read += 1
+            header[1] = read  # the slot is free again
+
+
+def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str | None, block: int, voices: int,
+           max_block: int, choke: bool) -> None:
+    ring = SharedEventRing(*spec[:2], name=spec[2])
+    mixer = SharedMixer(ring, voices, max_block, choke)
+    host = SimpleNamespace(rate=rate, config=SimpleNamespace(max_block=max_block), process=mixer.process)
+    sink = DeviceSink(host, device, block)  # type: ignore[arg-type]
+    try:
+        sink.start()
+    except Exception as e:  # OutputError and anything PortAudio raises: reported, the parent refuses
+        conn.send(("error", f"{e}"))
+        ring.close()
+        return
+    conn.send(("ready", sink.device_name))
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break  # the bridge is gone
+            if msg == "counters":
+                conn.send({**sink.counters(), **mixer.counters(), "output": sink.describe()})
+            else:
+                break
+    finally:
+        sink.stop()
+        mixer.shared = None  # type: ignore[assignment]
+        ring.close()
+
+
+class AudioProcessSink:
+    """:class:`DeviceSink`'s interface, with the stream and the mixer in a child process (module doc)."""
+
+    def __init__(self, engine: Any, device: str | None = None, block: int = 128, slots: int = SLOTS) -> None:
+        if not 16 <= block <= engine.config.max_block:
+            raise OutputError(f"block size {block} outside 16..{engine.config.max_block}")
+        self.engine = engine
+        self.device, self.block, self.slots = device, int(block), int(slots)
+        self.ring: SharedEventRing | None = None
+        self.proc: mp.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.restarts = 0
+        self.device_name = "?"
+        self.error: str | None = None
+        self._pipe = threading.Lock()
+        self._stopping = False
+        self._monitor: threading.Thread | None = None
+        self._last: dict[str, Any] = {}
+        self._engine_ring: Any = None
+
+    def _slot_frames(self) -> int:
+        lengths = [h[-1].shape[-1] for h in getattr(self.engine, "ready", []) if h]
+        return max([*lengths, self.engine.rate])  # at least a second: a later model's hits fit too
+
+    def _spawn(self) -> None:
+        assert self.ring is not None
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        cfg = self.engine.config
+        proc = ctx.Process(target=_child, args=(child, self.ring.spec(), self.engine.rate, self.device, self.block,
+                                                cfg.voices, cfg.max_block, cfg.choke),
+                           name="kickit-audio", daemon=True)
+        proc.start()
+        child.close()
+        if not parent.poll(START_TIMEOUT):
+            proc.terminate()
+            raise OutputError(f"audio process did not open the device in {START_TIMEOUT:.0f} s")
+        try:
+            kind, msg = parent.recv()
+        except (EOFError, OSError):
+            kind, msg = "error", f"the audio process exited ({proc.exitcode})"
+        if kind != "ready":
+            proc.join(5)
+            raise OutputError(str(msg))
+        self.proc, self.conn, self.device_name = proc, parent, str(msg)
+
+    def start(self) -> None:
+        self._stopping = False
+        release_portaudio()  # this process plays nothing: no client of the audio server left to outlive it
+        self.ring = SharedEventRing(self.slots, self._slot_frames())
+        try:
+            self._spawn()
+        except BaseException:
+            self.ring.close()
+            self.ring = None
+            raise
+        self._engine_ring = self.engine.ring
+        self.engine.ring = self.ring  # from now on the engine's events go to the child
+        self._monitor = threading.Thread(target=self._watch, name="kickit-audio-process", daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._stopping:
+            time.sleep(0.5)
+            proc = self.proc
+            if self._stopping or proc is None or proc.is_alive():
+                continue
+            self.error = f"the audio process died (exit code {proc.exitcode}); starting it again"
+            log.error("%s", self.error)
+            with self._pipe:
+                self._close_child(wait=False)
+                while not self._stopping:
+                    try:
+                        assert self.ring is not None
+                        self.ring.reset()
+                        self._spawn()
+                        self.restarts += 1
+                        self.error = None
+                        log.info("audio process restarted")
+                        break
+                    except OutputError as e:
+                        self.error = f"the audio process cannot start again ({e}); retrying"
+                        time.sleep(1.0)
+
+    def _close_child(self, wait: bool = True) -> None:
+        conn, proc, self.conn, self.proc = self.conn, self.proc, None, None
+        if conn is not None:
+            try:
+                if wait:
+                    conn.send("stop")
+            except (OSError, ValueError):
+                pass
+        if proc is not None:
+            proc.join(5 if wait else 0.1)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+            self._monitor = None
+        with self._pipe:
+            self._close_child()
+        if self.ring is not None:
+            if self.engine.ring is self.ring:
+                self.engine.ring = self._engine_ring  # events after the stop go nowhere audible, never to a freed ring
+            self.ring.close()
+            self.ring = None
+
+    def describe(self) -> str:
+        return (f"audio device {self.device_name!r} at {self.engine.rate} Hz, block {self.block} "
+                "(audio process)")
+
+    def counters(self) -> dict[str, Any]:
+        """The child's device and mixer counters (the last known ones when it does not answer in time)."""
+        got: dict[str, Any] | None = None
+        if self._pipe.acquire(timeout=1.0):
+            try:
+                conn = self.conn
+                if conn is not None:
+                    conn.send("counters")
+                    if conn.poll(1.0):
+                        got = conn.recv()
+            except (EOFError, OSError):
+                got = None
+            finally:
+                self._pipe.release()
+        if got is not None:
+            self._last = got
+        out = dict(self._last)
+        out.pop("output", None)
+        ring = self.ring
+        out.update(audio_process_restarts=self.restarts, ring_truncated=ring.truncated if ring else 0)
+        if self.error:
+            out["output_error"] = self.error
+        return out
