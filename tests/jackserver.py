@@ -125,6 +125,20 @@ def terminate_portaudio() -> None:
         sd._terminate()
 
 
+def stop_rig(probe: object, bridge: object, server: JackServer) -> None:
+    """Tear down an in-process bridge on a test server: the probe client, the bridge, PortAudio (while the
+    server still runs: its JACK client must close cleanly), the server; then PortAudio again without it."""
+    import sounddevice as sd
+
+    if probe is not None:
+        probe.close()  # type: ignore[attr-defined]
+    if bridge is not None:
+        bridge.stop()  # type: ignore[attr-defined]
+    terminate_portaudio()
+    server.stop()
+    sd._initialize()
+
+
 def reinit_portaudio() -> None:
     """Make an already imported sounddevice see the devices of the JACK server started after its import."""
     import sounddevice as sd

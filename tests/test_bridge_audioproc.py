@@ -95,7 +95,7 @@ def test_the_audio_process_killed_is_started_again_and_plays(tiny_model_path: Pa
     child is killed (SIGKILL); the bridge starts a new one, keeps its pads, and a note on the virtual MIDI
     port plays the pre-rendered hit bit for bit from the new child's output."""
     pytest.importorskip("jack")
-    from jackserver import JackServer, reinit_portaudio, terminate_portaudio
+    from jackserver import JackServer, reinit_portaudio, stop_rig
     from kickit.bridge.app import Bridge, BridgeOptions
     from kickit.bridge.audioproc import AudioProcessSink
     from kickit.bridge.jackprobe import JackProbe
@@ -160,12 +160,4 @@ def test_the_audio_process_killed_is_started_again_and_plays(tiny_model_path: Pa
         else:
             pytest.fail("no exact hit from the restarted audio process in 10 attempts")
     finally:
-        if probe is not None:
-            probe.close()
-        if bridge is not None:
-            bridge.stop()
-        terminate_portaudio()
-        server.stop()
-        import sounddevice as sd
-
-        sd._initialize()
+        stop_rig(probe, bridge, server)

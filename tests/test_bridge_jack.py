@@ -22,7 +22,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge, terminate_portaudio
+from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge, stop_rig
 from kickit.bridge.oscmap import _elements, build
 
 pytestmark = pytest.mark.jack
@@ -54,15 +54,7 @@ def rig(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
         probe.start_capture()
         yield bridge, probe, server, tmp_path_factory.mktemp("jack")
     finally:
-        if probe is not None:
-            probe.close()
-        if bridge is not None:
-            bridge.stop()
-        import sounddevice as sd
-
-        terminate_portaudio()  # before the server goes away (PortAudio's JACK client must close cleanly)
-        server.stop()
-        sd._initialize()
+        stop_rig(probe, bridge, server)
 
 
 _tag = [0]

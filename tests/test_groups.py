@@ -255,8 +255,7 @@ def test_groups_play_and_swap_on_a_real_jack_server(tiny_model_path: Path, data_
     import os
 
     pytest.importorskip("jack")
-    import sounddevice as sd
-    from jackserver import JackServer, reinit_portaudio, terminate_portaudio
+    from jackserver import JackServer, reinit_portaudio, stop_rig
     from kickit.bridge.jackprobe import JackProbe
     from test_bridge_jack import COMPARE, osc, played_exactly, wait_for
 
@@ -288,10 +287,4 @@ def test_groups_play_and_swap_on_a_real_jack_server(tiny_model_path: Path, data_
         assert played_exactly(probe, 40, 127, e.ready[4][0])[0], "note 40 after the group's hot swap"
         assert played_exactly(probe, 36, 127, kick_hit)[0], "note 36 after the other group's swap"
     finally:
-        if probe is not None:
-            probe.close()
-        if bridge is not None:
-            bridge.stop()
-        terminate_portaudio()
-        server.stop()
-        sd._initialize()
+        stop_rig(probe, bridge, server)
