@@ -71,6 +71,9 @@ class SharedEventRing:
             setattr(self, field, np.ndarray(shape, dtype=dt, buffer=self.shm.buf, offset=off))
         if self.owner:
             self.header[:] = 0
+            self.hits.fill(0.0)  # every page written now: resident from the start, not as the notes come
+        else:
+            float(self.hits[..., ::1024].sum())  # one read per page: mapped in this process from the start
         self.dropped = 0  # producer side
         self.truncated = 0
         self._lock = threading.Lock()
@@ -135,6 +138,7 @@ class SharedMixer(Mixer):
         super().__init__(max_voices, max_block, None, choke)
         self.shared = ring
         self.buffers = np.zeros((self.max_voices, 2, ring.slot_frames), dtype=np.float32)
+        self.buffers.fill(0.0)  # touched now, not by the callback when a voice is first used
 
     def drain(self, frames: int) -> None:
         r = self.shared
