@@ -17,12 +17,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from kickit.bridge.engine import Engine
 
 from kickit.audio import write_wav
+
+if TYPE_CHECKING:  # at run time the sinks only use the engine's attributes: the audio process (bridge/audioproc.py)
+    from kickit.bridge.engine import Engine  # imports no model runtime
 
 log = logging.getLogger("kickit.bridge")
 
