@@ -159,10 +159,7 @@ class SharedMixer(Mixer):
                 np.copyto(buf[:, :n], r.hits[i, :, :n])
                 off = min(max(int(r.offset[i]), 0), frames - 1)
                 self._begin(v, pad, buf[:, :n], float(r.gain[i]), off)
-                stamp = float(r.stamp[i])
-                if stamp > 0.0:
-                    self._lat[self._lat_count % len(self._lat)] = now - stamp
-                    self._lat_count += 1
+                self._latency(now, float(r.stamp[i]))
             else:
                 self._control(kind, int(r.pad[i]))
             read += 1
@@ -189,7 +186,7 @@ def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str 
             except (EOFError, OSError):
                 break  # the bridge is gone
             if msg == "counters":
-                conn.send({**sink.counters(), **mixer.counters(), "output": sink.describe()})
+                conn.send({**sink.counters(), **mixer.counters()})
             else:
                 break
     finally:
@@ -332,7 +329,6 @@ class AudioProcessSink:
         if got is not None:
             self._last = got
         out = dict(self._last)
-        out.pop("output", None)
         ring = self.ring
         out.update(audio_process_restarts=self.restarts, ring_truncated=ring.truncated if ring else 0)
         if self.error:

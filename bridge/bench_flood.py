@@ -177,11 +177,7 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         "osc_dropped": after.get("osc_dropped", 0) - before.get("osc_dropped", 0),
         "osc_errors": after.get("osc_errors", 0), "notes_sent": notes, "notes_heard": heard,
         "notes_bit_exact": exact, "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
-        "bridge_overruns": bench_latency._delta(after, before, "callback_overruns"),
-        "bare_overruns": bench_latency._delta(bare2, bare1, "callback_overruns"),
-        "bare_callbacks": bench_latency._delta(bare2, bare1, "callbacks"),
-        "idle_bridge_overruns": bench_latency._delta(before, s0, "callback_overruns"),
-        "idle_bare_overruns": bench_latency._delta(bare1, bare0, "callback_overruns"),
+        **bench_latency.overruns(s0, before, after, bare0, bare1, bare2),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_bridge_xruns": idle_bridge,
         "idle_server_xruns": idle_server, "callback_errors": after.get("callback_errors"),
         "output_callback_errors": after.get("output_callback_errors"), "ring_dropped": after.get("ring_dropped"),
@@ -211,10 +207,7 @@ def report(r: dict) -> str:
         "| all |\n"
         f"| xruns caused by the bridge during the flood (callbacks whose GIL wait + mixing overran the period) | "
         f"{r.get('bridge_overruns', '-')} | 0 |\n"
-        f"| control: overruns of a bare Python audio client on the same server during the flood (the machine's "
-        f"own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
-        f"| overruns in {r['baseline_seconds']:.0f} s idle before: bridge / bare client | "
-        f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n"
+        + bench_latency.control_rows(r, "during the flood") +
         f"| xruns flagged to the bridge (any cause) during the flood / in {r['baseline_seconds']:.0f} s idle "
         f"before | {r['bridge_xruns']} / {r['idle_bridge_xruns']} | |\n"
         f"| server xruns during the flood / idle | {r['server_xruns']} / {r['idle_server_xruns']} | |\n"

@@ -126,6 +126,26 @@ def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int | Non
     return int(after[key]) - int(before[key])
 
 
+def overruns(idle0: dict[str, Any], before: dict[str, Any], after: dict[str, Any], bare0: dict[str, Any],
+             bare1: dict[str, Any], bare2: dict[str, Any]) -> dict[str, int | None]:
+    """The bridge's callback overruns and the bare client's (the control), over the idle baseline
+    (``idle0`` -> ``before``) and the measured run (``before`` -> ``after``), from status replies and the bare
+    client's counters taken at the same three moments."""
+    return {"bridge_overruns": _delta(after, before, "callback_overruns"),
+            "bare_overruns": _delta(bare2, bare1, "callback_overruns"),
+            "bare_callbacks": _delta(bare2, bare1, "callbacks"),
+            "idle_bridge_overruns": _delta(before, idle0, "callback_overruns"),
+            "idle_bare_overruns": _delta(bare1, bare0, "callback_overruns")}
+
+
+def control_rows(r: dict[str, Any], during: str) -> str:
+    """The report's rows for the control: the bare client's overruns ``during`` the run, then both idle."""
+    return (f"| control: overruns of a bare Python audio client on the same server {during} (the machine's own) "
+            f"| {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
+            f"| overruns in {r['baseline_seconds']:.0f} s idle before: bridge / bare client | "
+            f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n")
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
@@ -171,8 +191,6 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         time.sleep(baseline)  # the bridge running with no traffic: the machine's own xrun rate
         before, bare1 = _status(sock, osc_port), bare.counters()
         idle_server, idle_bridge = probe.xruns - server0, _delta(before, status0, "xruns")
-        idle = {"idle_bridge_overruns": _delta(before, status0, "callback_overruns"),
-                "idle_bare_overruns": _delta(bare1, bare0, "callback_overruns")}
         server_xruns0 = probe.xruns
         probe.start_capture()
         rng = np.random.default_rng(0)
@@ -210,9 +228,8 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "knob_ready_p50_ms": after.get("knob_ready_ms_p50"), "knob_ready_p95_ms": after.get("knob_ready_ms_p95"),
         "render_ms_per_hit": after.get("render_ms_p50"),
         "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
-        "bridge_overruns": _delta(after, before, "callback_overruns"),
-        "bare_overruns": _delta(bare2, bare1, "callback_overruns"), "bare_callbacks": _delta(bare2, bare1, "callbacks"),
-        "bare_callback_wait_max_ms": bare2.get("callback_wait_max_ms"), **idle,
+        **overruns(status0, before, after, bare0, bare1, bare2),
+        "bare_callback_wait_max_ms": bare2.get("callback_wait_max_ms"),
         "callback_max_ms": after.get("callback_max_ms"), "callback_wait_max_ms": after.get("callback_wait_max_ms"),
         "callback_max_before_ms": before.get("callback_max_ms"),
         "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
@@ -321,10 +338,7 @@ def report(r: dict) -> str:
         f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
         f"| xruns caused by the bridge: callbacks whose GIL wait + mixing overran their period | "
         f"{r.get('bridge_overruns', '-')} | 0 ({'met' if r.get('bridge_overruns') == 0 else 'NOT met'}) |\n"
-        f"| control: overruns of a bare Python audio client on the same server over the same seconds "
-        f"(the machine's own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
-        f"| overruns with the bridge idle ({r['baseline_seconds']:.0f} s): bridge / bare client | "
-        f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n"
+        + control_rows(r, "over the same seconds") +
         f"| longest callback (mixing) / longest wait for the GIL: at the end; before the traffic (start-up) | "
         f"{num(r.get('callback_max_ms'))} / {num(r.get('callback_wait_max_ms'))}; "
         f"{num(r.get('callback_max_before_ms'))} / {num(r.get('callback_wait_max_before_ms'))} | |\n"

@@ -145,6 +145,12 @@ class Mixer:
         self.age[v] = self._started
         self.notes_started += 1
 
+    def _latency(self, now: float, stamp: float) -> None:
+        """Record a started note's arrival (``stamp``; 0: not stamped) -> the start of its block (``now``)."""
+        if stamp > 0.0:
+            self._lat[self._lat_count % len(self._lat)] = now - stamp
+            self._lat_count += 1
+
     def _control(self, kind: int, pad: int) -> None:
         """A panic (every voice off at once) or a choke (the pad's voices fade out)."""
         if kind == EV_PANIC:
@@ -168,10 +174,7 @@ class Mixer:
                 if hit is not None:
                     off = int(ring.offset[i])
                     self._start(int(ring.pad[i]), hit, float(ring.gain[i]), min(max(off, 0), frames - 1))
-                    stamp = float(ring.stamp[i])
-                    if stamp > 0.0:
-                        self._lat[self._lat_count % len(self._lat)] = now - stamp
-                        self._lat_count += 1
+                    self._latency(now, float(ring.stamp[i]))
             else:
                 self._control(int(kind), int(ring.pad[i]))
             ring.hit[i] = None
