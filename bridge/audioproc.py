@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from kickit.bridge import proctitle
 from kickit.bridge.outputs import DeviceSink, OutputError, release_portaudio
 from kickit.bridge.voices import EV_NOTE, Mixer
 
@@ -168,6 +169,7 @@ class SharedMixer(Mixer):
 
 def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str | None, block: int, voices: int,
            max_block: int, choke: bool) -> None:
+    proctitle.set_name(proctitle.AUDIO)
     ring = SharedEventRing(*spec[:2], name=spec[2])
     mixer = SharedMixer(ring, voices, max_block, choke)
     host = SimpleNamespace(rate=rate, config=SimpleNamespace(max_block=max_block), process=mixer.process)

@@ -97,26 +97,41 @@ def _status(sock: socket.socket, port: int) -> dict:
     raise RuntimeError("the bridge did not answer /kickit/status in 15 s")
 
 
-def _rss_kb(pid: int) -> int | None:
-    """Resident memory of a process and all its descendants (the bridge and its render helpers), in KiB."""
-    total = 0
-    todo = [pid]
-    seen: set[int] = set()
+def _kb(path: Path, key: str) -> int | None:
+    for line in path.read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return None
+
+
+def process_memory(pid: int) -> list[tuple[int, str, int, int | None]]:
+    """(pid, name, RSS KiB, PSS KiB) of a process and all its descendants (the bridge, its render and audio
+    helpers; names from :mod:`kickit.bridge.proctitle`, the root is ``bridge``). RSS counts a page shared by
+    several processes (libraries, the audio ring in shared memory) in each of them; PSS shares it out, so the
+    PSS sum is what the tree really holds. Empty when the process is gone. Linux (``/proc``)."""
+    from kickit.bridge.proctitle import name_of
+
+    out: list[tuple[int, str, int, int | None]] = []
+    todo, seen = [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
+            rss = _kb(Path(f"/proc/{p}/status"), "VmRSS:")
+            try:
+                pss = _kb(Path(f"/proc/{p}/smaps_rollup"), "Pss:")
+            except OSError:  # kernels before 4.14, or not permitted
+                pss = None
+            children = [int(c) for task in Path(f"/proc/{p}/task").iterdir()
+                        for c in (task / "children").read_text().split()]
         except (OSError, ValueError, IndexError):
-            if p == pid:
-                return None
-    return total
+            continue  # gone meanwhile
+        if rss is not None:
+            out.append((p, "bridge" if p == pid else (name_of(p) or "?"), rss, pss))
+        todo.extend(children)
+    return out
 
 
 def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int | None:
@@ -197,7 +212,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         t0 = time.monotonic()
         next_knob = t0 + 0.01
         traffic = NoteTraffic(probe, bridge.pid, t0, note_interval)
-        rss = traffic.rss
+        rss, procs = traffic.rss, traffic.procs
         while time.monotonic() - t0 < seconds:
             now = time.monotonic()
             traffic.tick(now)
@@ -235,7 +250,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_server_xruns": idle_server,
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
-        "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
+        "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "procs": procs, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
     }
 
 
@@ -248,12 +263,14 @@ class NoteTraffic:
         self.probe, self.pid, self.t0, self.note_interval = probe, pid, t0, note_interval
         self.next_note, self.next_rss, self.tag = t0 + 0.2, t0, 0
         self.rss: list[tuple[float, int]] = []
+        self.procs: list[tuple[float, list[tuple[int, str, int, int | None]]]] = []  # process_memory() samples
 
     def tick(self, now: float) -> None:
         if now >= self.next_rss:
-            kb = _rss_kb(self.pid)
-            if kb is not None:
-                self.rss.append((now - self.t0, kb))
+            procs = process_memory(self.pid)
+            if procs and procs[0][0] == self.pid:
+                self.rss.append((now - self.t0, sum(r for _, _, r, _ in procs)))
+                self.procs.append((now - self.t0, procs))
             self.next_rss += 1.0
         if now >= self.next_note:
             self.probe.send([0xB0, 123, 0], -1)
@@ -387,5 +404,5 @@ def run(args: argparse.Namespace) -> int:
         "latency", args,
         lambda model: measure(model, args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
                               render_processes=args.render_processes, audio_process=args.audio_process),
-        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb")}),
+        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb", "procs")}),
         ("latency", "Bridge latency (note-on, knob) and xruns on JACK"))

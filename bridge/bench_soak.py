@@ -33,6 +33,37 @@ def growth(rss: list[tuple[float, int]]) -> tuple[float, float]:
     return float(delta), float(slope)
 
 
+def per_process(procs: list[tuple[float, list[tuple[int, str, int, int | None]]]]) -> list[dict[str, Any]]:
+    """Memory of each process of the bridge's tree over the run (``process_memory`` samples): per process
+    (name and pid), RSS and PSS at the start, their growth from the first 10% of its samples to the last 10%,
+    the RSS range and the RSS trend over the second half of the run (still growing at the end, or settled).
+    The last row is the PSS summed over all the processes (RSS summed over processes counts shared pages several times)."""
+    series: dict[tuple[str, int], list[tuple[float, int, int | None]]] = {}
+    totals: list[tuple[float, int]] = []
+    for t, sample in procs:
+        for pid, name, rss, pss in sample:
+            series.setdefault((name, pid), []).append((t, rss, pss))
+        if all(p is not None for *_, p in sample):
+            totals.append((t, sum(int(p) for *_, p in sample)))  # type: ignore[arg-type]
+    rows = []
+    for (name, pid), xs in series.items():
+        rss = [(t, r) for t, r, _ in xs]
+        pss = [(t, p) for t, _, p in xs if p is not None]
+        half = [(t, r) for t, r in rss if t >= xs[0][0] + (xs[-1][0] - xs[0][0]) / 2]
+        rows.append({"process": f"{name} ({pid})", "seconds": xs[-1][0] - xs[0][0], "rss_start_mib": rss[0][1] / 1024,
+                     "rss_growth_mib": growth(rss)[0], "pss_growth_mib": growth(pss)[0] if pss else float("nan"),
+                     "rss_min_mib": min(r for _, r in rss) / 1024, "rss_max_mib": max(r for _, r in rss) / 1024,
+                     "rss_slope_late_mib_per_hour": growth(half)[1]})
+    if totals:
+        d, slope = growth(totals)
+        half = [(t, p) for t, p in totals if t >= totals[-1][0] / 2]
+        rows.append({"process": "all processes (PSS: each shared page counted once)", "seconds": totals[-1][0] - totals[0][0],
+                     "rss_start_mib": totals[0][1] / 1024, "rss_growth_mib": d, "pss_growth_mib": d,
+                     "rss_min_mib": min(p for _, p in totals) / 1024, "rss_max_mib": max(p for _, p in totals) / 1024,
+                     "rss_slope_late_mib_per_hour": growth(half)[1]})
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     seconds = args.minutes * 60.0 if args.minutes is not None else (args.seconds or 600.0)
     if seconds <= 0:
@@ -65,5 +96,15 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )
-    return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope,
-                  **{k: v for k, v in r.items() if k not in ("rss_kb", "bridge_stderr_tail")}}
+    rows = per_process(r.get("procs", []))
+    if rows:
+        text += ("\nMemory per process (RSS; PSS shares a page among the processes mapping it; growth from the "
+                 "first 10% of a process's samples to the last 10%; late trend: over the second half of the run):"
+                 "\n\n| process | RSS at start | RSS growth | PSS growth | RSS min / max | late trend |\n"
+                 "|---|---|---|---|---|---|\n")
+        for row in rows:
+            text += (f"| {row['process']} | {row['rss_start_mib']:.1f} MiB | {row['rss_growth_mib']:+.2f} MiB | "
+                     f"{row['pss_growth_mib']:+.2f} MiB | {row['rss_min_mib']:.1f} / {row['rss_max_mib']:.1f} MiB | "
+                     f"{row['rss_slope_late_mib_per_hour']:+.1f} MiB/hour |\n")
+    return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope, "per_process": rows,
+                  **{k: v for k, v in r.items() if k not in ("rss_kb", "procs", "bridge_stderr_tail")}}

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from kickit.bridge import memory, priority
+from kickit.bridge import memory, priority, proctitle
 from kickit.bridge.source import ModelSource
 
 log = logging.getLogger("kickit.bridge")
@@ -37,6 +37,7 @@ class RenderProcessError(RuntimeError):
 
 
 def _child(path: str, rate: int, conn: Connection) -> None:
+    proctitle.set_name(proctitle.RENDER)
     priority.background()  # rendering yields to the bridge's threads (kickit.bridge.priority)
     memory.keep_heap_warm()  # renders reuse their pages (kickit.bridge.memory)
     try:

@@ -46,7 +46,7 @@ print(json.dumps({"frames": int(cap.shape[1]), "peak": float(np.abs(cap).max()) 
 """
 
 
-def _same_hit(server: str, port: int, pad: int, peak: float, attempts: int = 3) -> dict:
+def _same_hit(server: str, port: int, pad: int, peak: float, attempts: int = 6) -> dict:
     """Capture until the hit's peak matches ``peak`` (an xrun on a loaded machine can spoil one capture)."""
     for _ in range(attempts):
         got = _capture(server, port, pad)

@@ -295,3 +295,64 @@ def test_bridge_benchmarks_share_one_run(tmp_path: Path, capsys: pytest.CaptureF
     args.no_write = False
     assert bench_latency.run_bench("latency", args, measure_ok, rep, ("latency", "Title")) == 0
     assert written == [("latency", "Title", "| model | m.onnx |")]
+
+
+def test_process_memory_names_the_helpers_and_counts_shared_pages_once(tmp_path: Path) -> None:
+    """bench_latency.process_memory on a real process tree: a parent, a helper named by proctitle.set_name,
+    both mapping the same 32 MiB of shared memory. RSS counts it in each; PSS shares it out."""
+    import subprocess
+    import sys
+    import time
+
+    from kickit.bridge.bench_latency import process_memory
+    from kickit.bridge.bench_soak import per_process
+
+    if not Path("/proc/self/smaps_rollup").exists():
+        pytest.skip("no /proc/<pid>/smaps_rollup here")
+    script = r"""
+import sys, time
+from multiprocessing import shared_memory
+import numpy as np
+from kickit.bridge import proctitle
+if sys.argv[1] == "parent":
+    shm = shared_memory.SharedMemory(create=True, size=32 << 20)
+    np.ndarray((32 << 18,), np.float32, buffer=shm.buf).fill(1.0)
+    import subprocess
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child", shm.name, sys.argv[2]])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    child.kill(); child.wait(); shm.close(); shm.unlink()
+else:
+    assert proctitle.set_name(proctitle.RENDER)
+    shm = shared_memory.SharedMemory(name=sys.argv[2])
+    from multiprocessing import resource_tracker
+    resource_tracker.unregister(shm._name, "shared_memory")  # the parent owns it (Python < 3.13 registers it)
+    a = np.ndarray((32 << 18,), np.float32, buffer=shm.buf)
+    float(a[::1024].sum())
+    print("child ready", flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script, "parent", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert proc.stdout.readline().strip() == "child ready"
+        time.sleep(0.2)
+        whole = process_memory(proc.pid)
+        tree = [p for p in whole if p[1] != "python"]  # not Python's resource trackers
+        names = [name for _, name, _, _ in tree]
+        assert names == ["bridge", "kickit-render"]
+        rss = sum(r for _, _, r, _ in tree)
+        pss = sum(p for _, _, _, p in tree)
+        assert rss >= 2 * 32 * 1024 and pss < rss - 20 * 1024  # the 32 MiB once in PSS, twice in RSS
+        samples = [(0.0, whole), (1.0, process_memory(proc.pid)), (2.0, process_memory(proc.pid)),
+                   (3.0, process_memory(proc.pid))]
+        rows = per_process(samples)
+        assert [r["process"].split(" (")[0] for r in rows if not r["process"].startswith("python")] == [
+            "bridge", "kickit-render", "all processes"]
+        assert all(abs(r["rss_growth_mib"]) < 8 for r in rows), rows
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(30)
+    assert process_memory(proc.pid) == []  # gone: nothing
