@@ -166,7 +166,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def measure(model: Path, seconds: float, period: int, rate: int, note_interval: float,
-            knob_interval: float, baseline: float = 5.0, render_processes: int = 2, audio_process: bool = True) -> dict:
+            knob_interval: float, baseline: float = 5.0, render_processes: int = 2, audio_process: bool = True,
+            rest: float = 0.0) -> dict:
+    """One run of the bridge under note and knob traffic (module doc). ``rest`` > 0: the bridge's processes'
+    memory is also sampled at rest, ``rest`` seconds after the last render before the traffic and again after
+    it (``rest_before`` / ``rest_after``): the same quiet state twice, so what the traffic left behind is
+    told apart from a render helper's working set, which it holds while busy and hands back when idle."""
     from kickit.bridge.engine import Engine, EngineConfig
     from kickit.bridge.jackprobe import DummyJack, JackProbe
     from kickit.bridge.oscmap import build
@@ -206,6 +211,10 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         time.sleep(baseline)  # the bridge running with no traffic: the machine's own xrun rate
         before, bare1 = _status(sock, osc_port), bare.counters()
         idle_server, idle_bridge = probe.xruns - server0, _delta(before, status0, "xruns")
+        rest_before: list[tuple[int, str, int, int | None]] = []
+        if rest > 0:
+            time.sleep(rest)
+            rest_before = process_memory(bridge.pid)
         server_xruns0 = probe.xruns
         probe.start_capture()
         rng = np.random.default_rng(0)
@@ -225,6 +234,10 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         probe.capturing = False
         after, bare2 = _status(sock, osc_port), bare.counters()
         server_xruns = probe.xruns - server_xruns0
+        rest_after: list[tuple[int, str, int, int | None]] = []
+        if rest > 0:
+            time.sleep(rest)
+            rest_after = process_memory(bridge.pid)
     finally:
         sock.close()
         if bare is not None:
@@ -250,7 +263,8 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
         "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_server_xruns": idle_server,
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
-        "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "procs": procs, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
+        "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "procs": procs, "rest_before": rest_before,
+        "rest_after": rest_after, "rest_seconds": rest, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
     }
 
 
@@ -404,5 +418,5 @@ def run(args: argparse.Namespace) -> int:
         "latency", args,
         lambda model: measure(model, args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
                               render_processes=args.render_processes, audio_process=args.audio_process),
-        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb", "procs")}),
+        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb", "procs", "rest_before", "rest_after")}),
         ("latency", "Bridge latency (note-on, knob) and xruns on JACK"))

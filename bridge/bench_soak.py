@@ -21,6 +21,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
 
 
+REST_S = 7.0  # seconds at rest before each memory sample at rest: past the render helpers' idle trim (5 s)
+
+
+def at_rest(before: list[tuple[int, str, int, int | None]], after: list[tuple[int, str, int, int | None]]
+            ) -> dict[str, Any] | None:
+    """Memory of the bridge's processes at rest before the traffic and at rest after it (the same quiet state:
+    the render helpers trimmed): RSS and PSS summed over the processes alive in both, and the growth of each
+    process. None when a sample is missing or a process was replaced (a restarted helper is not comparable)."""
+    if not before or not after:
+        return None
+    b = {pid: (name, rss, pss) for pid, name, rss, pss in before}
+    a = {pid: (name, rss, pss) for pid, name, rss, pss in after}
+    if set(a) != set(b):
+        return None
+    both = sorted(b)
+    pss_ok = all(b[p][2] is not None and a[p][2] is not None for p in both)
+    return {
+        "rss_before_mib": sum(b[p][1] for p in both) / 1024, "rss_after_mib": sum(a[p][1] for p in both) / 1024,
+        "pss_before_mib": sum(b[p][2] for p in both) / 1024 if pss_ok else None,  # type: ignore[misc]
+        "pss_after_mib": sum(a[p][2] for p in both) / 1024 if pss_ok else None,  # type: ignore[misc]
+        "processes": [(f"{b[p][0]} ({p})", (a[p][1] - b[p][1]) / 1024) for p in both],
+    }
+
+
 def growth(rss: list[tuple[float, int]]) -> tuple[float, float]:
     """(RSS growth in MiB from the first 10% of the run to the last 10%, slope in MiB per hour)."""
     if len(rss) < 4:
@@ -70,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"kickit bench soak: the run length must be positive, got {seconds:g} s", file=sys.stderr)
         return 2
     return bench_latency.run_bench(
-        "soak", args, lambda model: bench_latency.measure(model, seconds, args.period, 44100, 0.1, 0.05), report,
+        "soak", args, lambda model: bench_latency.measure(model, seconds, args.period, 44100, 0.1, 0.05,
+                                                          rest=REST_S), report,
         ("soak", "Bridge soak (memory and xruns)"))
 
 
@@ -96,6 +121,16 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )
+    rest = at_rest(r.get("rest_before", []), r.get("rest_after", []))
+    if rest is not None:
+        d_rss = rest["rss_after_mib"] - rest["rss_before_mib"]
+        pss = "" if rest["pss_before_mib"] is None else (
+            f"; PSS {rest['pss_before_mib']:.1f} -> {rest['pss_after_mib']:.1f} MiB "
+            f"({rest['pss_after_mib'] - rest['pss_before_mib']:+.2f} MiB)")
+        text += (f"| RSS at rest ({r.get('rest_seconds', REST_S):.0f} s after the last render, before -> after the "
+                 f"traffic: the same quiet state) | {rest['rss_before_mib']:.1f} -> {rest['rss_after_mib']:.1f} "
+                 f"MiB (**{d_rss:+.2f} MiB**){pss}; per process "
+                 + ", ".join(f"{name} {d:+.2f}" for name, d in rest["processes"]) + " MiB |\n")
     rows = per_process(r.get("procs", []))
     if rows:
         text += ("\nMemory per process (RSS; PSS shares a page among the processes mapping it; growth from the "
@@ -106,5 +141,6 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             text += (f"| {row['process']} | {row['rss_start_mib']:.1f} MiB | {row['rss_growth_mib']:+.2f} MiB | "
                      f"{row['pss_growth_mib']:+.2f} MiB | {row['rss_min_mib']:.1f} / {row['rss_max_mib']:.1f} MiB | "
                      f"{row['rss_slope_late_mib_per_hour']:+.1f} MiB/hour |\n")
-    return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope, "per_process": rows,
-                  **{k: v for k, v in r.items() if k not in ("rss_kb", "procs", "bridge_stderr_tail")}}
+    return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope, "per_process": rows, "at_rest": rest,
+                  **{k: v for k, v in r.items() if k not in ("rss_kb", "procs", "bridge_stderr_tail", "rest_before",
+                                                            "rest_after")}}

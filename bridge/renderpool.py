@@ -38,7 +38,6 @@ class RenderProcessError(RuntimeError):
 
 def _child(path: str, rate: int, conn: Connection) -> None:
     proctitle.set_name(proctitle.RENDER)
-    priority.background()  # rendering yields to the bridge's threads (kickit.bridge.priority)
     memory.keep_heap_warm()  # renders reuse their pages (kickit.bridge.memory)
     try:
         src = ModelSource.open(path, rate)
@@ -47,6 +46,11 @@ def _child(path: str, rate: int, conn: Connection) -> None:
     except Exception as e:  # reported to the parent, which refuses the model
         conn.send(("error", f"{e}"))
         return
+    # Start-up at normal priority: on a machine whose cores other programs keep busy (a DAW exporting), a
+    # background-class process would not get the CPU to import and warm up at all (measured: no helper ready
+    # in 120 s beside two busy loops). The audio callback is not affected either way: it runs in the host's
+    # real-time thread. From here on, rendering yields to the bridge's threads (kickit.bridge.priority).
+    priority.background()
     conn.send(("ready", None))
     trimmed, last_trim = False, time.monotonic()
     while True:

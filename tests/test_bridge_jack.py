@@ -6,7 +6,8 @@ Xruns on a loaded 2-core CI machine can drop or repeat a block of the capture. S
 first COMPARE samples of a hit (its attack and body: two different hits never agree there; the whole hit is
 compared bit for bit in tests/test_bridge_engine.py), and a comparison that fails while the server reported
 xruns is retried (at most 10 times, pausing longer each time); one that fails without xruns fails the
-test.
+test. A hit is compared from its first sample, however late that is (up to LATE frames after its note): a
+bridge thread descheduled for a few periods delays a hit without any xrun and without changing it.
 """
 
 from __future__ import annotations

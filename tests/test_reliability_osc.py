@@ -356,3 +356,44 @@ else:
         proc.stdin.flush()
         proc.wait(30)
     assert process_memory(proc.pid) == []  # gone: nothing
+
+
+def test_soak_memory_at_rest_compares_the_same_processes_in_the_same_state() -> None:
+    from kickit.bridge.bench_soak import at_rest, per_process
+
+    before = [(10, "bridge", 200 * 1024, 150 * 1024), (11, "kickit-render", 95 * 1024, 60 * 1024)]
+    after = [(10, "bridge", 201 * 1024, 150 * 1024 + 512), (11, "kickit-render", 96 * 1024, 61 * 1024)]
+    r = at_rest(before, after)
+    assert r is not None
+    assert r["rss_before_mib"] == 295 and r["rss_after_mib"] == 297
+    assert r["pss_after_mib"] - r["pss_before_mib"] == pytest.approx(1.5)
+    assert r["processes"] == [("bridge (10)", 1.0), ("kickit-render (11)", 1.0)]
+    assert at_rest(before, [after[0], (12, "kickit-render", 96 * 1024, None)]) is None  # a helper was replaced
+    assert at_rest([], after) is None
+    assert at_rest(before, [(10, "bridge", 1, None), (11, "kickit-render", 1, None)])["pss_before_mib"] is None
+
+    # a helper that swings between its trimmed heap and its working set, a bridge that grows 1 MiB a minute
+    samples = [(float(t), [(10, "bridge", 200 * 1024 + t * 1024 // 60, 100 * 1024),
+                           (11, "kickit-render", (95 + (t % 20 >= 10) * 25) * 1024, 90 * 1024)]) for t in range(600)]
+    rows = {r["process"]: r for r in per_process(samples)}
+    assert rows["bridge (10)"]["rss_growth_mib"] == pytest.approx(9.0, abs=0.1)
+    assert rows["bridge (10)"]["rss_slope_late_mib_per_hour"] == pytest.approx(60.0, abs=0.5)
+    helper = rows["kickit-render (11)"]
+    assert (helper["rss_min_mib"], helper["rss_max_mib"]) == (95, 120) and abs(helper["rss_growth_mib"]) < 1
+    assert rows["all processes (PSS: each shared page counted once)"]["pss_growth_mib"] == 0
+
+
+def test_helper_processes_are_named(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kickit.bridge import proctitle
+
+    code = "from kickit.bridge import proctitle; import sys; print(proctitle.set_name(proctitle.AUDIO), " \
+           "proctitle.name_of(__import__('os').getpid()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
+    if sys.platform.startswith("linux"):
+        assert out == ["True", "kickit-audio"]
+    else:
+        assert out[0] == "False"
+    assert proctitle.name_of(-1) is None
