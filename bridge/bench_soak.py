@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kickit.bridge import bench_latency
+from kickit.bridge import bench_latency, memory
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
 
 
-REST_S = 7.0  # seconds at rest before each memory sample at rest: past the render helpers' idle trim (5 s)
+REST_S = memory.RENDER_IDLE_TRIM_S + 2.0  # seconds at rest before a sample at rest: past the helpers' idle trim
 
 
 def at_rest(before: list[tuple[int, str, int, int | None]], after: list[tuple[int, str, int, int | None]]

@@ -451,6 +451,29 @@ def test_render_processes_give_bit_identical_hits(tiny_model_path: Path, source:
         ProcessSource.open(bad, 44100, processes=1)
 
 
+def test_render_processes_start_beside_programs_that_keep_every_core_busy(tiny_model_path: Path) -> None:
+    """A render helper imports and warms up at normal priority, and only then drops to the background class:
+    in the background class from the start, two busy loops (one per core here) kept it from ever getting
+    ready (no helper in 120 s, measured). It must start, and then be in the background class."""
+    import subprocess
+    import sys
+
+    from kickit.bridge.renderpool import ProcessSource
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        ps = ProcessSource.open(tiny_model_path, 44100, processes=1)  # raises if not ready in 120 s
+        try:
+            if hasattr(os, "SCHED_IDLE"):
+                assert all(os.sched_getscheduler(p.pid) == os.SCHED_IDLE for p, _c in ps._all)
+        finally:
+            ps.close()
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
 def test_render_processes_split_a_batch_and_serve_concurrent_renders(tiny_model_path: Path,
                                                                     source: ModelSource) -> None:
     import threading
