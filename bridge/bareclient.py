@@ -21,6 +21,7 @@ import sys
 from time import perf_counter
 from typing import Any
 
+from kickit.bridge import memory
 from kickit.bridge.outputs import SWITCH_INTERVAL, CallbackTiming, find_output_device, host_wait
 
 
@@ -46,6 +47,7 @@ def serve(block: int, device: str | None = None) -> int:
         timing.record(wait, perf_counter() - t0, frames / rate)
 
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))  # as the bridge (DeviceSink.start)
+    memory.settle()  # as the bridge's audio process: no full collection of the imports' objects while playing
     stream = sd.OutputStream(device=idx, samplerate=rate, blocksize=block, channels=2, dtype="float32",
                              latency="low", callback=callback)
     state["stream"] = stream
