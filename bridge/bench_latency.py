@@ -150,13 +150,18 @@ def overruns(idle0: dict[str, Any], before: dict[str, Any], after: dict[str, Any
             "bare_overruns": _delta(bare2, bare1, "callback_overruns"),
             "bare_callbacks": _delta(bare2, bare1, "callbacks"),
             "idle_bridge_overruns": _delta(before, idle0, "callback_overruns"),
-            "idle_bare_overruns": _delta(bare1, bare0, "callback_overruns")}
+            "idle_bare_overruns": _delta(bare1, bare0, "callback_overruns"),
+            "bridge_overruns_waiting": _delta(after, before, "callback_overruns_waiting"),
+            "bare_overruns_waiting": _delta(bare2, bare1, "callback_overruns_waiting")}
 
 
 def control_rows(r: dict[str, Any], during: str) -> str:
     """The report's rows for the control: the bare client's overruns ``during`` the run, then both idle."""
     return (f"| control: overruns of a bare Python audio client on the same server {during} (the machine's own) "
             f"| {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks | |\n"
+            f"| of those overruns, the ones whose wait alone (host API's call -> the callback's Python code) was a "
+            f"period or more, before any mixing: bridge / bare client | {r.get('bridge_overruns_waiting', '-')} / "
+            f"{r.get('bare_overruns_waiting', '-')} | |\n"
             f"| overruns in {r['baseline_seconds']:.0f} s idle before: bridge / bare client | "
             f"{r.get('idle_bridge_overruns', '-')} / {r.get('idle_bare_overruns', '-')} | |\n")
 

@@ -118,6 +118,8 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"{r.get('bridge_overruns', '-')} |\n"
         f"| control: overruns of a bare Python audio client on the same server over the same seconds (the "
         f"machine's own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks |\n"
+        f"| of those overruns, the ones whose wait alone was a period or more (before any mixing): bridge / bare "
+        f"client | {r.get('bridge_overruns_waiting', '-')} / {r.get('bare_overruns_waiting', '-')} |\n"
         f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
     )

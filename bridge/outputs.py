@@ -68,10 +68,11 @@ class CallbackTiming:
     GIL, held by another thread of the process) plus its run. A callback whose share exceeds its period is an
     xrun the process caused; xruns flagged while every callback finished in time come from outside it."""
 
-    __slots__ = ("max_s", "overruns", "wait_max_s")
+    __slots__ = ("max_s", "overruns", "overruns_waiting", "wait_max_s")
 
     def __init__(self) -> None:
         self.overruns = 0
+        self.overruns_waiting = 0  # of them: the wait alone was a period or more (the Python code had not run)
         self.max_s = 0.0  # longest run, seconds
         self.wait_max_s = 0.0  # longest wait, seconds
 
@@ -82,10 +83,12 @@ class CallbackTiming:
             self.wait_max_s = wait
         if wait + used > period_s:
             self.overruns += 1
+            if wait >= period_s:
+                self.overruns_waiting += 1
 
     def counters(self) -> dict[str, Any]:
-        return {"callback_overruns": self.overruns, "callback_max_ms": self.max_s * 1e3,
-                "callback_wait_max_ms": self.wait_max_s * 1e3}
+        return {"callback_overruns": self.overruns, "callback_overruns_waiting": self.overruns_waiting,
+                "callback_max_ms": self.max_s * 1e3, "callback_wait_max_ms": self.wait_max_s * 1e3}
 
 
 def rescan_devices() -> None:

@@ -321,3 +321,17 @@ def test_status_panel_redraws_in_place_on_a_tty_and_logs_otherwise(caplog: pytes
     with caplog.at_level(logging.INFO, logger="kickit.bridge"):
         StatusPanel(lambda: s, plain).draw()
     assert plain.getvalue() == "" and "voices 1" in caplog.text
+
+
+def test_callback_timing_counts_overruns_and_those_that_waited_a_period() -> None:
+    from kickit.bridge.outputs import CallbackTiming
+
+    t = CallbackTiming()
+    period = 128 / 44100
+    t.record(0.0001, 0.0005, period)  # in time
+    t.record(0.0020, 0.0015, period)  # wait + run over the period: an overrun, the run's share in it
+    t.record(0.0040, 0.0001, period)  # the wait alone over the period: an overrun before any mixing
+    t.record(period, 1e-6, period)  # exactly a period of waiting counts as waiting
+    c = t.counters()
+    assert c["callback_overruns"] == 3 and c["callback_overruns_waiting"] == 2
+    assert c["callback_max_ms"] == pytest.approx(1.5) and c["callback_wait_max_ms"] == pytest.approx(4.0)
