@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Callable
 
 _BELOW_NORMAL_PRIORITY_CLASS = 0x00004000
 
@@ -42,14 +44,39 @@ def background() -> str:
         except (AttributeError, OSError):
             pass
         return "unchanged"
+    # On Linux both calls act on one thread, not the process: every thread that exists now is lowered (the
+    # process's native threads started before this call, e.g. a BLAS pool), and later ones inherit it.
+    threads = _threads()
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            for tid in threads:
+                _each(lambda t: os.sched_setscheduler(t, os.SCHED_IDLE, os.sched_param(0)), tid)
             return "SCHED_IDLE"
         except OSError:
             pass
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        for tid in threads:
+            _each(lambda t: os.setpriority(os.PRIO_PROCESS, t, 19), tid)
         return "nice 19"
     except (AttributeError, OSError):
         return "unchanged"
+
+
+def _threads() -> list[int]:
+    """The calling thread first (0), then this process's other threads (Linux: ``/proc/self/task``)."""
+    try:
+        others = [int(t) for t in os.listdir("/proc/self/task") if int(t) != threading.get_native_id()]
+    except (OSError, ValueError):
+        others = []
+    return [0, *others]
+
+
+def _each(call: Callable[[int], object], tid: int) -> None:
+    """Apply ``call`` to one thread; one that ended meanwhile is skipped, a refusal of this thread raises."""
+    try:
+        call(tid)
+    except ProcessLookupError:
+        pass
+    except OSError:
+        if tid == 0:
+            raise

@@ -632,3 +632,15 @@ def test_background_priority_in_a_fresh_process() -> None:
         assert what in ("nice 19", "below normal", "unchanged")
     if hasattr(os, "sched_getscheduler"):
         assert os.sched_getscheduler(0) != getattr(os, "SCHED_IDLE", -1)  # this process is untouched
+    if hasattr(os, "SCHED_IDLE") and os.path.isdir("/proc/self/task"):
+        # a thread that was already running when background() was called is lowered too (Linux applies the
+        # policy per thread), and so is one started after it (inherited)
+        code = ("import os, threading, time\n"
+                "from kickit.bridge import priority\n"
+                "ev = threading.Event()\n"
+                "early = threading.Thread(target=ev.wait, daemon=True); early.start()\n"
+                "priority.background()\n"
+                "late = threading.Thread(target=ev.wait, daemon=True); late.start()\n"
+                "print(sorted({os.sched_getscheduler(int(t)) for t in os.listdir('/proc/self/task')}))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == f"[{os.SCHED_IDLE}]"
