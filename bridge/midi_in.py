@@ -322,9 +322,11 @@ class MidiInput:
     def _close(self) -> None:
         p, self.port = self.port, None
         if p is not None:
+            # delete() alone: it closes the port and the backend's client, and that waits for the backend's
+            # thread (JACK's process cycle, ALSA's input thread) to finish calling back. Cancelling the callback
+            # first would free the Python callable while that thread may already be on its way into it (a
+            # message arriving during the close): a use after free. The callable is released with ``p``, after.
             try:
-                p.cancel_callback()
-                p.close_port()
                 p.delete()
             except Exception as e:
                 log.debug("closing MIDI input: %s", e)

@@ -206,16 +206,19 @@ def midi_flood_scenario(server_name: str, model: str) -> None:
 
     try:
         flood = attempts(sysex_flood)
+        print(f"sysex flood: {flood}")
         attempts(running_status)
+        print("running status: done")
         attempts(burst)
         assert engine.mixer.callback_errors == 0 and sink.callback_errors == 0 and midi.errors == 0
-        print(f"flood {flood}; burst {burst_stats}; sysex {midi.stream.sysex} xruns {xruns[0]}")
+        print(f"burst {burst_stats}; sysex {midi.stream.sysex} xruns {xruns[0]}")
     finally:
         c.deactivate()
         c.close()
         midi.stop()
         sink.stop()
         engine.stop()
+        print("stopped")
 
 
 @pytest.mark.jack
@@ -223,6 +226,8 @@ def test_sysex_flood_running_status_and_1000_notes_per_second_on_jack(jack_serve
     pytest.importorskip("jack")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_reliability_midi import midi_flood_scenario; "
             "midi_flood_scenario(sys.argv[2], sys.argv[3]); print('ok')")
-    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), jack_server.name,
+    # unbuffered, with faulthandler: if the process dies, what it printed (the phases done) and every thread's
+    # stack come back with it
+    r = subprocess.run([sys.executable, "-u", "-X", "faulthandler", "-c", code, str(Path(__file__).parent), jack_server.name,
                         str(tiny_model_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.stdout + r.stderr)[-3000:]
