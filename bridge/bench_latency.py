@@ -134,6 +134,18 @@ def process_memory(pid: int) -> list[tuple[int, str, int, int | None]]:
     return out
 
 
+def _at_rest(pid: int, rest: float) -> list[tuple[int, str, int, int | None]]:
+    """``process_memory`` after ``rest`` seconds without traffic (nothing when ``rest`` is 0)."""
+    if rest <= 0:
+        return []
+    time.sleep(rest)
+    return process_memory(pid)
+
+
+# what measure() returns for the reports only (raw samples, stderr): left out of the benchmarks' JSON summaries
+RAW_KEYS = ("bridge_stderr_tail", "rss_kb", "procs", "rest_before", "rest_after")
+
+
 def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int | None:
     """A counter's increase between two status replies (None when either lacks it)."""
     if key not in after or key not in before:
@@ -216,10 +228,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         time.sleep(baseline)  # the bridge running with no traffic: the machine's own xrun rate
         before, bare1 = _status(sock, osc_port), bare.counters()
         idle_server, idle_bridge = probe.xruns - server0, _delta(before, status0, "xruns")
-        rest_before: list[tuple[int, str, int, int | None]] = []
-        if rest > 0:
-            time.sleep(rest)
-            rest_before = process_memory(bridge.pid)
+        rest_before = _at_rest(bridge.pid, rest)
         server_xruns0 = probe.xruns
         probe.start_capture()
         rng = np.random.default_rng(0)
@@ -239,10 +248,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         probe.capturing = False
         after, bare2 = _status(sock, osc_port), bare.counters()
         server_xruns = probe.xruns - server_xruns0
-        rest_after: list[tuple[int, str, int, int | None]] = []
-        if rest > 0:
-            time.sleep(rest)
-            rest_after = process_memory(bridge.pid)
+        rest_after = _at_rest(bridge.pid, rest)
     finally:
         sock.close()
         if bare is not None:
@@ -423,5 +429,5 @@ def run(args: argparse.Namespace) -> int:
         "latency", args,
         lambda model: measure(model, args.seconds, args.period, args.rate, args.note_interval, args.knob_interval,
                               render_processes=args.render_processes, audio_process=args.audio_process),
-        lambda r: (report(r), {k: v for k, v in r.items() if k not in ("bridge_stderr_tail", "rss_kb", "procs", "rest_before", "rest_after")}),
+        lambda r: (report(r), {k: v for k, v in r.items() if k not in RAW_KEYS}),
         ("latency", "Bridge latency (note-on, knob) and xruns on JACK"))

@@ -69,23 +69,21 @@ def per_process(procs: list[tuple[float, list[tuple[int, str, int, int | None]]]
             series.setdefault((name, pid), []).append((t, rss, pss))
         if all(p is not None for *_, p in sample):
             totals.append((t, sum(int(p) for *_, p in sample)))  # type: ignore[arg-type]
-    rows = []
-    for (name, pid), xs in series.items():
-        rss = [(t, r) for t, r, _ in xs]
-        pss = [(t, p) for t, _, p in xs if p is not None]
-        half = [(t, r) for t, r in rss if t >= xs[0][0] + (xs[-1][0] - xs[0][0]) / 2]
-        rows.append({"process": f"{name} ({pid})", "seconds": xs[-1][0] - xs[0][0], "rss_start_mib": rss[0][1] / 1024,
-                     "rss_growth_mib": growth(rss)[0], "pss_growth_mib": growth(pss)[0] if pss else float("nan"),
-                     "rss_min_mib": min(r for _, r in rss) / 1024, "rss_max_mib": max(r for _, r in rss) / 1024,
-                     "rss_slope_late_mib_per_hour": growth(half)[1]})
+    rows = [_memory_row(f"{name} ({pid})", [(t, r) for t, r, _ in xs], [(t, p) for t, _, p in xs if p is not None])
+            for (name, pid), xs in series.items()]
     if totals:
-        d, slope = growth(totals)
-        half = [(t, p) for t, p in totals if t >= totals[-1][0] / 2]
-        rows.append({"process": "all processes (PSS: each shared page counted once)", "seconds": totals[-1][0] - totals[0][0],
-                     "rss_start_mib": totals[0][1] / 1024, "rss_growth_mib": d, "pss_growth_mib": d,
-                     "rss_min_mib": min(p for _, p in totals) / 1024, "rss_max_mib": max(p for _, p in totals) / 1024,
-                     "rss_slope_late_mib_per_hour": growth(half)[1]})
+        rows.append(_memory_row("all processes (PSS: each shared page counted once)", totals, totals))
     return rows
+
+
+def _memory_row(label: str, rss: list[tuple[float, int]], pss: list[tuple[float, int]]) -> dict[str, Any]:
+    """One row of :func:`per_process` from a process's (seconds, KiB) samples."""
+    start, end = rss[0][0], rss[-1][0]
+    late = [(t, r) for t, r in rss if t >= start + (end - start) / 2]
+    return {"process": label, "seconds": end - start, "rss_start_mib": rss[0][1] / 1024,
+            "rss_growth_mib": growth(rss)[0], "pss_growth_mib": growth(pss)[0] if pss else float("nan"),
+            "rss_min_mib": min(r for _, r in rss) / 1024, "rss_max_mib": max(r for _, r in rss) / 1024,
+            "rss_slope_late_mib_per_hour": growth(late)[1]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,5 +142,4 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                      f"{row['pss_growth_mib']:+.2f} MiB | {row['rss_min_mib']:.1f} / {row['rss_max_mib']:.1f} MiB | "
                      f"{row['rss_slope_late_mib_per_hour']:+.1f} MiB/hour |\n")
     return text, {"rss_growth_mib": delta, "rss_slope_mib_per_hour": slope, "per_process": rows, "at_rest": rest,
-                  **{k: v for k, v in r.items() if k not in ("rss_kb", "procs", "bridge_stderr_tail", "rest_before",
-                                                            "rest_after")}}
+                  **{k: v for k, v in r.items() if k not in bench_latency.RAW_KEYS}}
