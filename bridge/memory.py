@@ -25,6 +25,8 @@ And for the audio callback, which runs Python: :func:`settle` (after start-up an
 every object alive then out of the cyclic garbage collector's reach (``gc.freeze``). A full collection of
 the bridge's ~32 000 start-up objects holds the GIL for 5-7 ms (measured; more than a 2.9 ms period), in
 whatever thread triggers it, while the callback waits; after the freeze it scans only what is new (0.001 ms).
+The render processes settle too, after their warm-up: a full collection there landed inside a render now and
+then (a hit's PGHI took 14 ms instead of 5).
 
 Measured, and why not the obvious fix for memory: pinning the mmap threshold low (every block of 128 KiB or
 more mapped and unmapped on its own) also returns the memory, but each render then page-faults its whole
@@ -86,7 +88,8 @@ def release() -> bool:
 
 def settle(collect: bool = True) -> None:
     """Exempt every object alive now from the cyclic GC's full collections (``gc.freeze``), so none of them
-    holds the GIL for milliseconds while the audio callback waits. ``collect`` first frees what is garbage now
+    holds the GIL for milliseconds while the audio callback waits, or stalls a render in a render process (a
+    full collection there took 5-10 ms out of a 15 ms render). ``collect`` first frees what is garbage now
     (a full collection: do it before playing, e.g. at start-up; a model swap while playing passes False)."""
     if collect:
         gc.collect()

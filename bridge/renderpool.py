@@ -50,6 +50,7 @@ def _child(path: str, rate: int, conn: Connection) -> None:
     # background-class process would not get the CPU to import and warm up at all (measured: no helper ready
     # in 120 s beside two busy loops). The audio callback is not affected either way: it runs in the host's
     # real-time thread. From here on, rendering yields to the bridge's threads (kickit.bridge.priority).
+    memory.settle()  # no full collection of the start-up objects in the middle of a render (kickit.bridge.memory)
     priority.background()
     conn.send(("ready", None))
     trimmed, last_trim = False, time.monotonic()

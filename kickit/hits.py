@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,17 +33,26 @@ def finish(audio: np.ndarray, contract: SpectralContract, *, peak_dbfs: float = 
            fade_ms: float = FADE_MS) -> np.ndarray:
     """Post-process hits (..., channels, n): DC removal, fade-out, peak normalisation. Returns float32."""
     x = np.array(audio, dtype=np.float32, copy=True)
-    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if x.size and not (np.isfinite(x.max()) and np.isfinite(x.min())):  # max/min propagate NaN: one check
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     x -= x.mean(axis=-1, keepdims=True)
     n = x.shape[-1]
     fade = min(n, int(round(fade_ms * 1e-3 * contract.sample_rate)))
     if fade > 0:
-        ramp = 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, fade, dtype=np.float64))
-        x[..., n - fade:] *= ramp.astype(np.float32)
-    peak = np.max(np.abs(x), axis=(-2, -1), keepdims=True)
+        x[..., n - fade:] *= _fade(fade)
+    peak = np.maximum(x.max(axis=(-2, -1), keepdims=True), -x.min(axis=(-2, -1), keepdims=True))
     target = np.float32(10.0 ** (peak_dbfs / 20.0))
     gain = np.where(peak > 1e-9, target / np.maximum(peak, np.float32(1e-9)), np.float32(0.0))
-    return (x * gain).astype(np.float32, copy=False)
+    x *= gain
+    return x
+
+
+@lru_cache(maxsize=8)
+def _fade(n: int) -> np.ndarray:
+    """Raised-cosine fade-out of n samples, float32 (read-only)."""
+    ramp = (0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float64))).astype(np.float32)
+    ramp.setflags(write=False)
+    return ramp
 
 
 class HitRenderer:

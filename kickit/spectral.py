@@ -249,20 +249,36 @@ class SpectralContract:
 
     def _decode_one(self, rows_db: np.ndarray, out: np.ndarray) -> None:
         """One (frames, rows) dB matrix -> its raw bin magnitudes in ``out`` (zeros on entry). One matrix at a
-        time: its crop depends on it alone, so a hit decodes to the same bits alone or in a batch."""
+        time: its crop depends on it alone, so a hit decodes to the same bits alone or in a batch.
+
+        The high bins are unpooled over two boxes of frames, each up to the bins that lean on its highest loud
+        band (a kick's bands die from the top down: the attack is wide, the body narrow). Every bin left out
+        is interpolated from two silent bands only, i.e. it is under the threshold: the same values."""
         t = _tables(self)
         low = self.low_bins
         loud = rows_db >= self.db_threshold
         bands_loud = loud[:, low:]
         low_frames = _extent(loud[:, :low].any(axis=1))
-        high_frames = _extent(bands_loud.any(axis=1))
         if low_frames:
             out[:low_frames, :low] = self._db_to_raw(rows_db[:low_frames, :low].copy())
-        if high_frames:
-            top = _extent(bands_loud.any(axis=0))  # bands [0, top) hold every loud one
-            cols = int(np.searchsorted(t.i0, top - 1, side="right"))  # bins that lean on one of them
-            interp = (t.interp32 if rows_db.dtype == np.float32 else t.interp64)[:, :cols]
-            out[:high_frames, low : low + cols] = self._db_to_raw(rows_db[:high_frames, low:] @ interp)
+        any_loud = bands_loud.any(axis=1)
+        high_frames = _extent(any_loud)
+        if not high_frames:
+            return
+        # highest loud band + 1 per frame (0: none), then the split into two boxes with the fewest cells
+        top = np.where(any_loud[:high_frames], self.bands - np.argmax(bands_loud[:high_frames, ::-1], axis=1), 0)
+        cols = t.cols_for_top  # bins [low, low + cols[k]) lean on one of bands [0, k)
+        head = cols[np.maximum.accumulate(top)]  # box width if the first box ended after frame i
+        tail = cols[np.maximum.accumulate(top[::-1])[::-1]]  # box width if the second box started at frame i
+        cost = np.arange(1, high_frames + 1) * head  # cost of splitting after frame i ...
+        cost[:-1] += np.arange(high_frames - 1, 0, -1) * tail[1:] + _DECODE_BOX_COST  # ... the rest as a box
+        split = int(np.argmin(cost)) + 1
+        interp = t.interp32 if rows_db.dtype == np.float32 else t.interp64
+        for a, b, width in ((0, split, head[split - 1]), (split, high_frames, tail[split] if split < high_frames
+                                                                                  else 0)):
+            if b > a and width:
+                k = min(self.bands, int(t.i1[width - 1]) + 1)  # bands [0, k) feed bins [0, width)
+                out[a:b, low : low + width] = self._db_to_raw(rows_db[a:b, low : low + k] @ interp[:k, :width])
 
     def _db_to_raw(self, db: np.ndarray) -> np.ndarray:
         """Bin dB -> raw magnitude, in place on a contiguous array (strided views are slower): the result of
@@ -275,6 +291,10 @@ class SpectralContract:
         np.exp(db, out=db)
         db[silent] = 0
         return db
+
+
+# Cost of a second decoding box, in cells: the per-call overhead of its matrix product and exponential.
+_DECODE_BOX_COST = 4096
 
 
 def _extent(mask: np.ndarray) -> int:
@@ -297,6 +317,7 @@ class _Tables:
     w1: np.ndarray
     interp64: np.ndarray  # (bands, n_bins - low_bins): band dB -> bin dB interpolation matrix
     interp32: np.ndarray
+    cols_for_top: np.ndarray  # (bands + 1,): bins above low_bins that lean on one of bands [0, k), for each k
 
 
 @lru_cache(maxsize=16)
@@ -348,10 +369,13 @@ def _tables(c: SpectralContract) -> _Tables:
         np.add.at(interp64, (i0, cols), w0)
         np.add.at(interp64, (i1, cols), w1)
     interp32 = interp64.astype(np.float32)
+    # the bins whose lower band i0 is under k; their upper band i0 + 1 is at most k (i0 ascends with the bin)
+    cols_for_top = np.searchsorted(i0, np.arange(c.bands + 1) - 1, side="right").astype(np.int64)
+    cols_for_top[0] = 0
     tables = _Tables(window, inv_wsum, mag_scale, edges, 1.0 / width if c.bands else width, row_hz, i0, i1, w0, w1,
-                     interp64, interp32)
+                     interp64, interp32, cols_for_top)
     for a in (tables.window, tables.inv_wsum, tables.edges, tables.inv_width, tables.row_hz, i0, i1, w0, w1,
-              interp64, interp32):
+              interp64, interp32, cols_for_top):
         a.setflags(write=False)
     return tables
 

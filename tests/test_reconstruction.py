@@ -277,3 +277,65 @@ def test_support_boxes_are_exact(mags: np.ndarray) -> None:
                 got.append(out)
             np.testing.assert_array_equal(got[0], got[1])
     assert split >= 2
+
+
+def _hit(mag: np.ndarray, decimate: bool) -> np.ndarray:
+    out = np.zeros((C.channels, C.n_samples), np.float32)
+    reconstruction._reconstruct_hit(mag, out, C, reconstruction._plan(C), "pghi+fgla", 2,
+                                    momentum=reconstruction.MOMENTUM, tol_db=reconstruction.PGHI_TOL_DB,
+                                    lookahead=3, iter_frames=41, heap_db=reconstruction.HEAP_DB, threads=1,
+                                    decimate=decimate)
+    return out
+
+
+def _same_silence(fast: np.ndarray, ref: np.ndarray) -> None:
+    """Exact zeros after the full-rate synthesis's last sample (the last few before it, where the window is
+    under 1e-5, may round to zero at 1/d of the rate)."""
+    end = np.flatnonzero(ref.any(axis=0))[-1] + 1
+    assert end < ref.shape[-1] and end - 8 <= np.flatnonzero(fast.any(axis=0))[-1] + 1 <= end
+
+
+def test_decimated_synthesis_is_the_full_rate_synthesis(mags: np.ndarray) -> None:
+    """The runs of frames that hold only low bins are synthesised at 1/2-1/8 of the rate and interpolated back:
+    on real kicks the audio is the full-rate synthesis to within -100 dB of its peak, the silence after the hit
+    stays exact zeros, and every kick here really has decimated runs (a long 808 down to 1/8)."""
+    used = set()
+    for hit in mags:
+        fast, ref = _hit(hit, True), _hit(hit, False)
+        err = np.abs(fast - ref).max() / np.abs(ref).max()
+        assert 20 * np.log10(max(err, 1e-30)) < -100.0, err
+        _same_silence(fast, ref)
+        f = reconstruction._work_frames(hit, C.frames)
+        sup = reconstruction._support(0.5 * (hit[0, :f] + hit[1, :f]), C.n_bins, 17)
+        used |= {d for _, _, d in reconstruction.synthesis_runs(C, sup.reach)}
+    assert {2, 4, 8} <= used, used
+
+
+def test_decimated_synthesis_of_a_hit_that_is_low_from_the_start() -> None:
+    """A decaying 55 Hz sine (no frame at the full rate: its onset at 1/2, the rest at 1/8) and a hit with a
+    single sounding frame (one run at 1/8): the same audio as at the full rate, to within -100 dB."""
+    t = np.arange(C.n_samples) / C.sample_rate
+    sine = (np.sin(2 * np.pi * 55.0 * t) * np.exp(-t / 0.05)).astype(np.float32)
+    mag = C.decode_magnitude(C.encode(np.stack([sine, 0.7 * sine])))
+    one = np.zeros_like(mag)
+    one[:, 5, 3:40] = mag[:, 5, 3:40]
+    for m in (mag, one):
+        f = reconstruction._work_frames(m, C.frames)
+        sup = reconstruction._support(0.5 * (m[0, :f] + m[1, :f]), C.n_bins, 17)
+        assert reconstruction.synthesis_runs(C, sup.reach)[0][2] >= 2
+        fast, ref = _hit(m, True), _hit(m, False)
+        assert np.abs(fast - ref).max() < 1e-5 * np.abs(ref).max()
+        _same_silence(fast, ref)
+    assert reconstruction.synthesis_runs(C, sup.reach) == [(0, 7, 8)]
+
+
+def test_synthesis_runs_and_decimation_factors() -> None:
+    """d is the largest factor whose decimated Nyquist keeps TAIL_MARGIN_BINS free above the width; runs follow
+    the width from each frame on, and a run under MIN_RUN_FRAMES joins the one before it."""
+    dec = reconstruction.tail_decimation
+    assert reconstruction.TAIL_MARGIN_BINS == 32 and reconstruction.MIN_RUN_FRAMES == 8
+    assert [dec(C, w) for w in (2, 96, 97, 224, 225, 480, 481, 1025)] == [8, 8, 4, 4, 2, 2, 1, 1]
+    reach = np.array([1025] * 10 + [400] * 30 + [200] * 5 + [60] * 100 + [30] * 3)
+    assert reconstruction.synthesis_runs(C, reach) == [(0, 10, 1), (10, 45, 2), (45, 148, 8)]
+    assert reconstruction.synthesis_runs(C, np.array([1025] * 3 + [50] * 20)) == [(0, 3, 1), (3, 23, 8)]
+    assert reconstruction.synthesis_runs(C, np.array([90] * 12)) == [(0, 12, 8)]
