@@ -32,7 +32,7 @@ All heavy arrays are float32 / complex64 (the forward FFT runs in float64, which
 from __future__ import annotations
 
 import heapq
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -205,54 +205,41 @@ def _support(mid: np.ndarray, n_bins: int, min_split: int, two_boxes: bool = Tru
     return _Support(f, int(splits[k]), width, int(tails[lo + k]), tails)
 
 
-def _final_synthesis(mag: np.ndarray, unit: np.ndarray, sup: _Support, c: SpectralContract, plan: _Plan,
-                     out: np.ndarray, threads: int, decimate: bool = True) -> None:
-    """Every channel's magnitude (C, F, B) with the shared phase ``unit`` (frames, width) -> audio, written
-    into ``out`` (C, n). Only the support's cells are multiplied; the rest of each spectrum stays zero.
+def _run_sums(mag: np.ndarray, unit: np.ndarray, sup: _Support, runs: list[tuple[int, int, int]],
+              c: SpectralContract, plan: _Plan) -> list[np.ndarray]:
+    """The overlap-add (not normalised) of every channel over each run ``(a, b, d)`` of frames: magnitudes
+    (C, F, B) with the shared phase ``unit`` (frames, width) -> [(C, (b - a - 1) * hop + n_fft)]. Only the
+    support's cells are multiplied; the rest of each spectrum stays zero. A run with d > 1 holds only low bins
+    and is synthesised at 1/d of the sample rate (:func:`_decimated_sum`)."""
+    w, fa, bt = sup.width, sup.split, sup.tail_width
+    parts = []
+    for a, b, d in runs:
+        if d == 1:  # the support's boxes over frames [a, b), at the full rate; padded by hand (irfft pads
+            spec = np.zeros((*mag.shape[:-2], b - a, c.n_bins), dtype=np.complex64)  # short rows slowly)
+            if a < fa:
+                e = min(b, fa)
+                np.multiply(mag[..., a:e, :w], unit[a:e], out=spec[..., : e - a, :w])
+            if b > fa:
+                s = max(a, fa)
+                np.multiply(mag[..., s:b, :bt], unit[s:b, :bt], out=spec[..., s - a :, :bt])
+            frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
+            parts.append(_ola_sum(frames_td, plan.window, c.hop, in_place=True))
+        else:
+            width = int(sup.reach[a])  # type: ignore[index]
+            parts.append(_decimated_sum(mag[..., a:b, :width], unit[a:b, :width], d, c, plan))
+    return parts
 
-    ``decimate``: the frames are synthesised in runs (:func:`synthesis_runs`); a run whose frames hold only
-    low bins (a kick's body and tail) is synthesised at 1/d of the sample rate and interpolated back
-    (:func:`_decimated_sum`): the same audio to within -100 dB, at a fraction of the cost of its frames.
-    With ``threads`` > 1 the channels are synthesised on a small pool: the same arithmetic per channel, so the
-    result is bit-identical to one thread. Measured: numpy's FFTs hold the GIL, so this does not pay with
-    numpy; it is kept for machines with an idle second core and a GIL-free FFT."""
+
+def _assemble(parts: list[np.ndarray], runs: list[tuple[int, int, int]], f: int, c: SpectralContract,
+              plan: _Plan, out: np.ndarray) -> None:
+    """The runs' sums, added in run order (the same bits however they were computed), normalised -> ``out``."""
+    y = np.zeros((*out.shape[:-1], (f - 1) * c.hop + c.n_fft), dtype=np.float32)
+    for (a, _, _), part in zip(runs, parts, strict=True):
+        y[..., a * c.hop : a * c.hop + part.shape[-1]] += part
+    y *= plan.norm[: y.shape[-1]]
     half = c.n_fft // 2
-    f, w, fa, bt = sup.frames, sup.width, sup.split, sup.tail_width
-    runs = synthesis_runs(c, sup.reach) if decimate and sup.reach is not None else [(0, f, 1)]
-
-    def synthesise(m: np.ndarray, dst: np.ndarray) -> None:
-        """Magnitudes (..., F, B) -> audio into dst (..., n); the spectrum is zero outside the support and
-        padded by hand (irfft pads short rows slowly)."""
-        y = None
-        for a, b, d in runs:
-            if d == 1:  # the support's boxes over frames [a, b), at the full rate
-                spec = np.zeros((*m.shape[:-2], b - a, c.n_bins), dtype=np.complex64)
-                if a < fa:
-                    np.multiply(m[..., a : min(b, fa), :w], unit[a : min(b, fa)], out=spec[..., : min(b, fa) - a, :w])
-                if b > fa:
-                    s = max(a, fa)
-                    np.multiply(m[..., s:b, :bt], unit[s:b, :bt], out=spec[..., s - a :, :bt])
-                frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
-                part = _ola_sum(frames_td, plan.window, c.hop, in_place=True)
-            else:
-                width = int(sup.reach[a])  # type: ignore[index]
-                part = _decimated_sum(m[..., a:b, :width], unit[a:b, :width], d, c, plan)
-            if y is None and a == 0 and b == f:  # one run: the sum is the signal
-                y = part
-                continue
-            if y is None:
-                y = np.zeros((*m.shape[:-2], (f - 1) * c.hop + c.n_fft), dtype=np.float32)
-            y[..., a * c.hop : a * c.hop + part.shape[-1]] += part
-        assert y is not None
-        y *= plan.norm[: y.shape[-1]]
-        n = min(c.n_samples, y.shape[-1] - half)
-        dst[..., :n] = y[..., half : half + n]
-
-    channels = mag.shape[0]
-    if threads > 1 and channels > 1:
-        list(_pool(min(threads, channels)).map(lambda ch: synthesise(mag[ch], out[ch]), range(channels)))
-    else:  # every channel in one FFT call and one overlap-add (the same arithmetic per channel)
-        synthesise(mag, out)
+    n = min(c.n_samples, y.shape[-1] - half)
+    out[..., :n] = y[..., half : half + n]
 
 
 def tail_decimation(c: SpectralContract, width: int) -> int:
@@ -265,10 +252,12 @@ def tail_decimation(c: SpectralContract, width: int) -> int:
     return 1
 
 
-def synthesis_runs(c: SpectralContract, reach: np.ndarray) -> list[tuple[int, int, int]]:
+def synthesis_runs(c: SpectralContract, reach: np.ndarray, cut: int | None = None) -> list[tuple[int, int, int]]:
     """Frames [0, F) as runs ``(start, stop, d)``, each synthesised at 1/d of the rate: d is what the width
     from ``start`` on allows (``reach``, which never grows, so d never falls), and a run shorter than
-    ``MIN_RUN_FRAMES`` joins the one before it (its interpolation would cost more than it saves)."""
+    ``MIN_RUN_FRAMES`` joins the one before it (its interpolation would cost more than it saves). ``cut``: a
+    run across that frame is split there (the frames FGLA refines end there; the runs after it can be
+    synthesised while it works)."""
     f = len(reach)
     runs: list[list[int]] = []
     for s in np.r_[0, np.flatnonzero(np.diff(reach)) + 1].tolist():  # where the width changes
@@ -284,6 +273,11 @@ def synthesis_runs(c: SpectralContract, reach: np.ndarray) -> list[tuple[int, in
             merged[-1][1] = r[1]
         else:
             merged.append(r)
+    if cut is not None and 0 < cut:
+        split = []
+        for a, b, d in merged:
+            split += [(a, cut, d), (cut, b, d)] if a < cut < b else [(a, b, d)]
+        return split
     return [(a, b, d) for a, b, d in merged]
 
 
@@ -336,6 +330,7 @@ def _fast_len(n: int) -> int:
 
 @lru_cache(maxsize=4)
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """Threads that synthesise what a hit's later frames need while its attack is refined (``threads`` > 1)."""
     return ThreadPoolExecutor(threads, thread_name_prefix="kickit-synth")
 
 
@@ -808,8 +803,9 @@ def reconstruct(
     ``pghi-heap`` it must be 0 or None. ``refine_s``: FGLA refines only the phases of the first ``refine_s``
     seconds (None: the method's own, ``inf``: every frame). ``heap_db`` (``pghi`` and ``pghi+fgla``): the
     cells within ``heap_db`` of the hit's peak (at most ``HEAP_MAX_CELLS``) are integrated by the exact heap,
-    the rest by the vectorised approximation (0: no heap). ``threads`` > 1 synthesises the channels in
-    parallel (bit-identical to 1; worth it on an idle second core). Deterministic: the same input always gives the
+    the rest by the vectorised approximation (0: no heap). ``threads`` > 1 (``pghi+fgla``): the frames after
+    the ones FGLA refines are synthesised on a second thread while FGLA works (numpy's FFTs and large ufuncs
+    release the GIL); bit-identical to 1, worth it on an idle second core. Deterministic: the same input always gives the
     same output. ``validate=False`` skips the scan for NaN and negative values (for magnitudes straight
     from ``decode_magnitude``, which are finite and non-negative by construction).
     """
@@ -848,21 +844,36 @@ def _reconstruct_hit(mag: np.ndarray, out: np.ndarray, c: SpectralContract, plan
     if f == 0:
         return
     mid = (mag[0, :f] + mag[1, :f]) * np.float32(0.5) if mag.shape[0] == 2 else mag[:, :f].mean(axis=0)
+    late: Future[list[np.ndarray]] | list[np.ndarray] = []
     if method in ("pghi", "pghi+fgla"):
         sup = _support(mid, c.n_bins, _onset_frames(c), two_boxes)  # the onset lock needs the full width
         mid = np.ascontiguousarray(mid[:, : sup.width])
         unit = _pghi(mid, sup, c, plan, tol_db, heap_db)
+        refined = f if method == "pghi" or not its or iter_frames is None else min(f, max(1, iter_frames))
+        runs = synthesis_runs(c, sup.reach, refined) if decimate else [(0, f, 1)]
+        if refined < f:  # the frames FGLA leaves alone keep PGHI's phase: synthesised meanwhile with threads
+            split = next((i for i, r in enumerate(runs) if r[0] >= refined), len(runs))
+            if threads > 1:
+                late = _pool(1).submit(_run_sums, mag, unit, sup, runs[split:], c, plan)
+            else:
+                late = _run_sums(mag, unit, sup, runs[split:], c, plan)
+            runs_now = runs[:split]
+        else:
+            runs_now = runs
         if method == "pghi+fgla":
             unit = _fgla(mid[None], c, plan, its, unit[None], momentum, iter_frames)[0]
     else:
         sup = _Support(f, f, c.n_bins, c.n_bins)
+        runs = runs_now = [(0, f, 1)]
         if method == "fgla":
             unit = _fgla(mid[None], c, plan, its, plan.random_phase[:f], momentum, iter_frames)[0]
         elif method == "rtisi-la":
             unit = _rtisi_la(mid[None], c, plan, its, lookahead)[0]
         else:  # pghi-heap
             unit = _pghi_heap(mid[None], c, plan, tol_db)[0]
-    _final_synthesis(mag, unit, sup, c, plan, out, threads, decimate)
+    parts = _run_sums(mag, unit, sup, runs_now, c, plan)
+    parts += late.result() if isinstance(late, Future) else late
+    _assemble(parts, runs, f, c, plan, out)
 
 
 def reconstruct_scaled(scaled: np.ndarray, contract: SpectralContract = DEFAULT_CONTRACT, **kwargs: object
