@@ -87,23 +87,13 @@ def _plan(c: SpectralContract) -> _Plan:
 
 
 # ----- STFT on the active frames (padded coordinates) ---------------------------------------------------
-def _overlap_add(frames_td: np.ndarray, c: SpectralContract, plan: _Plan, in_place: bool = False) -> np.ndarray:
-    """Time frames (..., F, n_fft) -> normalised signal in padded coordinates (..., (F - 1) * hop + n_fft).
-    ``in_place``: the frames (float32, owned by the caller) are windowed in place, sparing a copy."""
-    out = _ola_sum(frames_td, plan.window, c.hop, in_place)
-    out *= plan.norm[: out.shape[-1]]
-    return out
-
-
-def _ola_sum(frames_td: np.ndarray, window: np.ndarray, hop: int, in_place: bool = False) -> np.ndarray:
-    """Windowed overlap-add, not normalised: frames (..., F, L) at ``hop`` -> (..., (F - 1) * hop + L)."""
+def _ola_sum(frames_td: np.ndarray, window: np.ndarray, hop: int) -> np.ndarray:
+    """Windowed overlap-add, not normalised: frames (..., F, L) at ``hop`` -> (..., (F - 1) * hop + L). The
+    frames (float32, owned by the caller) are windowed in place."""
     length = frames_td.shape[-1]
     r = length // hop
     f = frames_td.shape[-2]
-    if in_place:
-        y = np.multiply(frames_td, window, out=frames_td)
-    else:
-        y = np.multiply(frames_td, window, dtype=np.float32)
+    y = np.multiply(frames_td, window, out=frames_td)
     y = y.reshape(*frames_td.shape[:-2], f, r, hop)
     out = np.zeros((*frames_td.shape[:-2], f + r - 1, hop), dtype=np.float32)
     for k in range(r):  # r = n_fft / hop blocks, never a loop over frames
@@ -119,13 +109,6 @@ def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int
     view = np.lib.stride_tricks.as_strided(padded, (*padded.shape[:-1], n_frames, c.n_fft),
                                            (*padded.strides[:-1], c.hop * s, s), writeable=False)
     return np.fft.rfft(np.multiply(view, plan.window64, dtype=np.float64), axis=-1)
-
-
-def _synthesise(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
-    frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1)  # a new array: windowed in place
-    if frames_td.dtype != np.float32:
-        frames_td = frames_td.astype(np.float32)
-    return _overlap_add(frames_td, c, plan, in_place=True)
 
 
 def _integrate_frames(w: np.ndarray, w0: np.ndarray, start: np.ndarray | None = None
@@ -223,7 +206,7 @@ def _run_sums(mag: np.ndarray, unit: np.ndarray, sup: _Support, runs: list[tuple
                 s = max(a, fa)
                 np.multiply(mag[..., s:b, :bt], unit[s:b, :bt], out=spec[..., s - a :, :bt])
             frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
-            parts.append(_ola_sum(frames_td, plan.window, c.hop, in_place=True))
+            parts.append(_ola_sum(frames_td, plan.window, c.hop))
         else:
             width = int(sup.reach[a])  # type: ignore[index]
             parts.append(_decimated_sum(mag[..., a:b, :width], unit[a:b, :width], d, c, plan))
@@ -296,7 +279,7 @@ def _decimated_sum(mag: np.ndarray, unit: np.ndarray, d: int, c: SpectralContrac
     spec = np.zeros((*mag.shape[:-2], mag.shape[-2], nd // 2 + 1), dtype=np.complex64)
     np.multiply(mag, unit, out=spec[..., : mag.shape[-1]])
     frames_td = np.fft.irfft(spec, n=nd, axis=-1).astype(np.float32, copy=False)
-    low = _ola_sum(frames_td, plan.windows[d], c.hop // d, in_place=True)
+    low = _ola_sum(frames_td, plan.windows[d], c.hop // d)
     size = _fast_len(low.shape[-1])
     band = np.fft.rfft(low, n=size, axis=-1)
     if size % 2 == 0:  # the short signal's Nyquist bin is shared by +/- fs / 2d in the long one
@@ -371,7 +354,8 @@ def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, st
 
     With ``frames``, only the phases of the first ``frames`` frames are refined (the attack, where a
     non-iterative start leaves most of its error); the following n_fft / hop - 1 frames keep their start phase
-    and take part in the synthesis so the refined frames see the whole signal under them.
+    and take part in the synthesis so the refined frames see the whole signal under them (their share of it is
+    synthesised once, not at every iteration).
     """
     start = np.broadcast_to(start, mid.shape)
     if not iterations:
@@ -379,14 +363,25 @@ def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, st
     f, w = mid.shape[-2:]
     k = f if frames is None else max(1, min(frames, f))
     ctx = min(f, k + c.n_fft // c.hop - 1)
-    full = np.zeros((mid.shape[0], ctx, c.n_bins), dtype=np.complex64)  # padded spectrum, reused
-    np.multiply(mid[:, k:ctx], start[:, k:ctx], out=full[:, k:ctx, :w])
+    span = (k - 1) * c.hop + c.n_fft  # the samples the refined frames read
+    fixed = None  # the context frames keep their phase: their overlap-add under the refined ones, once
+    if ctx > k:
+        spec = np.zeros((mid.shape[0], ctx - k, c.n_bins), dtype=np.complex64)
+        np.multiply(mid[:, k:ctx], start[:, k:ctx], out=spec[..., :w])
+        frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
+        fixed = _ola_sum(frames_td, plan.window, c.hop)[..., : span - k * c.hop]
+    full = np.zeros((mid.shape[0], k, c.n_bins), dtype=np.complex64)  # padded spectrum, reused
     cur = mid[:, :k] * start[:, :k]
     prev = cur
     alpha = np.float32(momentum)
     for _ in range(iterations):
-        full[:, :k, :w] = cur
-        spec = _analyse(_synthesise(full, c, plan), c, plan, k)
+        full[:, :, :w] = cur
+        frames_td = np.fft.irfft(full, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
+        y = _ola_sum(frames_td, plan.window, c.hop)
+        if fixed is not None:
+            y[..., k * c.hop :] += fixed
+        y *= plan.norm[:span]
+        spec = _analyse(y, c, plan, k)
         proj = mid[:, :k] * _unit(spec[..., :w])
         cur = proj + alpha * (proj - prev)
         prev = proj
