@@ -117,7 +117,7 @@ def _half(data: bytes) -> bytes | None:
 def run(args: argparse.Namespace) -> int:
     from kickit.bridge import memory
 
-    from kickit.benchdoc import write_section
+    from kickit.benchdoc import reference_ms, write_section
     from kickit.hits import DEFAULT_METHOD, HitRenderer, render_output
     from kickit.modelfile import default_model_path, load_model
 
@@ -180,12 +180,14 @@ def run(args: argparse.Namespace) -> int:
             r.render(zs[0])
             r.render(z8)
         memory.settle()
+        ref_before = reference_ms()
         for k in range(runs):
             for r, t in zip(renderers, times, strict=True):
                 t["inf1"] += _time(lambda r=r, k=k: r.model.run(zs[k]), 1, warmup=0)
                 t["tot1"] += _time(lambda r=r, k=k: r.render(zs[k]), 1, warmup=0)
                 if k % 2 == 0:
                     t["tot8"] += _time(lambda r=r, k=k: r.render(z8s[k]), 1, warmup=0)
+        ref_after = reference_ms()
         rows = []
         for (name, _, threads, _), r, t in zip(variants, renderers, times, strict=True):
             err = float(np.max(np.abs(r.model.run(z8) - raw8)))
@@ -211,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"Reconstruction + post alone: one hit {recon1[0]:.1f} ms median / {recon1[1]:.1f} ms p95 "
         f"({len(raws)} hits), batch of 8 {recon8[0]:.1f} / {recon8[1]:.1f} ms ({len(raw8s)} batches).",
+        "",
+        f"Machine speed reference (`kickit.benchdoc.reference_ms`, a fixed numpy workload; lower is faster): "
+        f"{ref_before:.2f} ms before the rounds, {ref_after:.2f} ms after.",
         "",
         "| variant | threads (ORT intra-op = reconstruction workers) | inference, 1 hit (median / p95 ms) | inference + reconstruction, 1 hit "
         "(median / p95 ms) | batch of 8 (median / p95 ms) | max output error vs fp32 | LSD of hits vs fp32 (dB) |",

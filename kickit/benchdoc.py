@@ -31,6 +31,32 @@ def machine_description() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {cores} cores{mem}, Python {platform.python_version()}"
 
 
+def reference_ms(repeats: int = 15) -> float:
+    """Median time in ms of a fixed numpy workload shaped like a render's (inverse and forward FFTs, an
+    exponential, a small matrix product; one thread): how fast this machine runs *now*. On a shared VM the
+    same code's timings move by 20 % and more within an hour; figures measured beside this reference can be
+    compared across runs."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    spec = (rng.standard_normal((256, 1025)) + 1j * rng.standard_normal((256, 1025))).astype(np.complex64)
+    frames = rng.standard_normal((64, 2048))
+    db = rng.standard_normal((256, 900)).astype(np.float32)
+    a = rng.standard_normal((256, 128)).astype(np.float32)
+    b = rng.standard_normal((128, 900)).astype(np.float32)
+    times = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        np.fft.irfft(spec, n=2048, axis=-1)
+        np.fft.rfft(frames, axis=-1)
+        np.exp(db)
+        np.dot(a, b)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e3
+
+
 def default_path() -> Path:
     """docs/benchmarks.md of the source checkout when run from one, else ./docs/benchmarks.md."""
     repo = Path(__file__).resolve().parent.parent

@@ -144,6 +144,16 @@ def test_bench_render_runs(tiny_model_path: Path, capsys: pytest.CaptureFixture[
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "| fp32, full graph optimisation | 1 |" in out and "Targets: one hit <= 20 ms p95" in out
+    assert "Machine speed reference" in out and " ms before the rounds, " in out
+
+
+def test_machine_speed_reference_times_a_fixed_workload() -> None:
+    """The benches' reference: the fixed workload runs and gives a time in milliseconds (what it reads is the
+    machine's state, so no bound on it is asserted beyond sanity)."""
+    from kickit.benchdoc import reference_ms
+
+    a, b = reference_ms(3), reference_ms(3)
+    assert 0.0 < a < 1000.0 and 0.0 < b < 1000.0
 
 
 def test_generate_only_kicks(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,7 @@ def test_bench_recon_runs(real_kick_paths: list[Path], tmp_path: Path, capsys: p
     assert "| pghi (no heap) |" in out and "| pghi+fgla (2 it, first 120 ms, heap 40 dB) |" in out
     assert "| fgla (2 it, first 50 ms) |" in out and "| pghi+fgla (1 it, first 100 ms, heap 30 dB) |" in out
     assert "Default `pghi+fgla (2 it, first 120 ms, heap 40 dB)`" in out and "librosa" not in out
+    assert re.search(r"Machine speed reference .*: \d+\.\d\d ms before, \d+\.\d\d ms after", out)
     assert recon_bench.run(parser.parse_args(["--data", str(tmp_path / "nope"), "--no-write"])) == 2
     assert "no such folder" in capsys.readouterr().out
     assert recon_bench.run(parser.parse_args(["--data", str(tmp_path), "--configs", "magic:3", "--no-write"])) == 2
