@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -145,6 +146,7 @@ def test_bench_render_runs(tiny_model_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "| fp32, full graph optimisation | 1 |" in out and "Targets: one hit <= 20 ms p95" in out
     assert "Machine speed reference" in out and " ms before the rounds, " in out
+    assert re.search(r"the fastest of 4 renders of each of the 2 hits.*median \d+\.\d ms, p95 \d+\.\d ms", out)
 
 
 def test_machine_speed_reference_times_a_fixed_workload() -> None:
