@@ -26,6 +26,8 @@ Methods (``METHODS``; ``DEFAULT_METHOD`` is the one chosen by the figures in doc
 
 The time-frequency mask (StereoSampleGAN) is respected: cells that ``SpectralContract.decode_magnitude``
 zeroed are zero in every synthesis spectrum, and frames after the last non-silent one are never computed.
+Frames that hold only low bins (a kick's body and tail) are synthesised at 1/2, 1/4 or 1/8 of the sample rate
+and interpolated back (:func:`synthesis_runs`, :func:`_decimated_sum`): within -100 dB of the full rate.
 All heavy arrays are float32 / complex64 (the forward FFT runs in float64, which numpy computes faster).
 """
 
@@ -49,10 +51,10 @@ ONSET_LOCK_S = 0.05  # s: over the onset every bin is phase-locked (transients a
 ATTACK_S = 0.12  # s: what pghi+fgla refines (where PGHI leaves most of its error; docs/reconstruction.md)
 HEAP_DB = 40.0  # dB under the hit's peak: cells above it are integrated by the exact heap (docs/reconstruction.md)
 HEAP_MAX_CELLS = 600  # at most this many (the strongest) cells go through the heap: bounds its time per hit
-TAIL_DECIMATION = (8, 4, 2)  # the factors a tail box may be synthesised at (docs/reconstruction.md)
+SYNTH_DECIMATIONS = (8, 4, 2)  # the rates (1/d) a run of low-bin frames may be synthesised at (docs/reconstruction.md)
 MIN_RUN_FRAMES = 8  # a decimated run shorter than this is synthesised with the run before it
-TAIL_MARGIN_BINS = 32  # bins kept free between a tail box's width and the decimated Nyquist: what the
-# frames' window leaks past its band falls under -100 dB there, so the band-limited interpolation is exact to that
+SYNTH_MARGIN_BINS = 32  # bins kept free between a run's width and its decimated Nyquist: what the frames'
+# window leaks past its band falls under -100 dB there, so the band-limited interpolation is exact to that
 _TINY = np.float32(1e-30)
 
 
@@ -80,7 +82,7 @@ def _plan(c: SpectralContract) -> _Plan:
     bins = np.arange(c.n_bins)
     advance = (2.0 * np.pi / c.n_fft * np.remainder(bins * c.hop, c.n_fft)).astype(np.float32)
     window64 = c.window_array().astype(np.float64)
-    windows = {d: np.ascontiguousarray(window[::d]) for d in TAIL_DECIMATION}
+    windows = {d: np.ascontiguousarray(window[::d]) for d in SYNTH_DECIMATIONS}
     for a in (window, window64, norm, random_phase, bins, advance, *windows.values()):
         a.setflags(write=False)
     return _Plan(window, window64, norm, random_phase, bins, advance, HANN_GAUSS_LAMBDA * c.n_fft**2, windows)
@@ -225,12 +227,12 @@ def _assemble(parts: list[np.ndarray], runs: list[tuple[int, int, int]], f: int,
     out[..., :n] = y[..., half : half + n]
 
 
-def tail_decimation(c: SpectralContract, width: int) -> int:
-    """The largest factor d of ``TAIL_DECIMATION`` at which frames whose bins [width, n_bins) are silent can be
-    synthesised: ``width + TAIL_MARGIN_BINS`` bins fit under the decimated Nyquist (n_fft / 2d) and d divides
+def synthesis_decimation(c: SpectralContract, width: int) -> int:
+    """The largest factor d of ``SYNTH_DECIMATIONS`` at which frames whose bins [width, n_bins) are silent can be
+    synthesised: ``width + SYNTH_MARGIN_BINS`` bins fit under the decimated Nyquist (n_fft / 2d) and d divides
     the hop. 1: no decimation."""
-    for d in TAIL_DECIMATION:
-        if c.hop % d == 0 and c.n_fft % (2 * d) == 0 and width + TAIL_MARGIN_BINS <= c.n_fft // (2 * d):
+    for d in SYNTH_DECIMATIONS:
+        if c.hop % d == 0 and c.n_fft % (2 * d) == 0 and width + SYNTH_MARGIN_BINS <= c.n_fft // (2 * d):
             return d
     return 1
 
@@ -244,7 +246,7 @@ def synthesis_runs(c: SpectralContract, reach: np.ndarray, cut: int | None = Non
     f = len(reach)
     runs: list[list[int]] = []
     for s in np.r_[0, np.flatnonzero(np.diff(reach)) + 1].tolist():  # where the width changes
-        d = tail_decimation(c, int(reach[s]))
+        d = synthesis_decimation(c, int(reach[s]))
         if runs and runs[-1][2] == d:
             continue
         if runs:
@@ -256,7 +258,7 @@ def synthesis_runs(c: SpectralContract, reach: np.ndarray, cut: int | None = Non
             merged[-1][1] = r[1]
         else:
             merged.append(r)
-    if cut is not None and 0 < cut:
+    if cut:
         split = []
         for a, b, d in merged:
             split += [(a, cut, d), (cut, b, d)] if a < cut < b else [(a, b, d)]
@@ -272,7 +274,7 @@ def _decimated_sum(mag: np.ndarray, unit: np.ndarray, d: int, c: SpectralContrac
     its first n_fft / 2d + 1 bins over n_fft / d points (times 1/d). The windowed frames are overlap-added at
     that rate (hop / d) and the sum is brought back to the full rate by band-limited (FFT) interpolation,
     which is exact for a signal under the decimated Nyquist: the frames' content is, up to what the window
-    leaks past ``TAIL_MARGIN_BINS`` bins (under -100 dB). The 1/d of the short inverse FFT and the d of the
+    leaks past ``SYNTH_MARGIN_BINS`` bins (under -100 dB). The 1/d of the short inverse FFT and the d of the
     interpolation cancel, so neither is applied. Outside the span of the frames that sound, the sum is zero,
     exactly, as the full-rate synthesis gives it (the interpolation would leave its rounding there)."""
     nd = c.n_fft // d

@@ -332,10 +332,10 @@ def test_decimated_synthesis_of_a_hit_that_is_low_from_the_start() -> None:
 
 
 def test_synthesis_runs_and_decimation_factors() -> None:
-    """d is the largest factor whose decimated Nyquist keeps TAIL_MARGIN_BINS free above the width; runs follow
+    """d is the largest factor whose decimated Nyquist keeps SYNTH_MARGIN_BINS free above the width; runs follow
     the width from each frame on, and a run under MIN_RUN_FRAMES joins the one before it."""
-    dec = reconstruction.tail_decimation
-    assert reconstruction.TAIL_MARGIN_BINS == 32 and reconstruction.MIN_RUN_FRAMES == 8
+    dec = reconstruction.synthesis_decimation
+    assert reconstruction.SYNTH_MARGIN_BINS == 32 and reconstruction.MIN_RUN_FRAMES == 8
     assert [dec(C, w) for w in (2, 96, 97, 224, 225, 480, 481, 1025)] == [8, 8, 4, 4, 2, 2, 1, 1]
     reach = np.array([1025] * 10 + [400] * 30 + [200] * 5 + [60] * 100 + [30] * 3)
     assert reconstruction.synthesis_runs(C, reach) == [(0, 10, 1), (10, 45, 2), (45, 148, 8)]
