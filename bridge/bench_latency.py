@@ -249,13 +249,20 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         after, bare2 = _status(sock, osc_port), bare.counters()
         server_xruns = probe.xruns - server_xruns0
         rest_after = _at_rest(bridge.pid, rest)
+    except RuntimeError as e:  # the bridge stopped answering: say in what state, with its last words
+        state = "still running" if bridge is not None and bridge.poll() is None else (
+            f"exited with {bridge.returncode}" if bridge is not None else "not started")
+        stacks = stack_dump(bridge.pid) if bridge is not None and bridge.poll() is None else ""
+        tail = " | ".join(stop_bridge(bridge, errlog).strip().splitlines()[-5:]) or "(nothing)"
+        bridge = None
+        raise RuntimeError(f"{e} (the bridge {state}; its stderr ends: {tail}){stacks}") from None
     finally:
         sock.close()
         if bare is not None:
             bare.close()
         if probe is not None:
             probe.close()
-        err = stop_bridge(bridge, errlog)
+        err = stop_bridge(bridge, errlog) if not errlog.closed else ""
         server.stop()
     notes, latencies, exact = match_notes(probe, expected)
     lat = np.asarray(latencies, dtype=np.float64)
@@ -303,6 +310,23 @@ class NoteTraffic:
             self.tag += 1
             self.probe.send([0x90, 36, 127], self.tag)
             self.next_note += self.note_interval
+
+
+def stack_dump(pid: int) -> str:
+    """Every Python thread's stack in the bridge and its helper processes, when py-spy is installed (a
+    diagnosis of a bridge that stopped answering; empty otherwise)."""
+    import shutil
+
+    spy = shutil.which("py-spy") or (str(Path(sys.executable).parent / "py-spy")
+                                      if (Path(sys.executable).parent / "py-spy").exists() else None)
+    if spy is None:
+        return ""
+    try:
+        done = subprocess.run([spy, "dump", "--subprocesses", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"\n(py-spy dump failed: {e})"
+    return "\nstacks (py-spy dump):\n" + (done.stdout or done.stderr)
 
 
 def stop_bridge(bridge: subprocess.Popen[bytes] | None, errlog: Any) -> str:

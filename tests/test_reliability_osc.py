@@ -397,3 +397,26 @@ def test_helper_processes_are_named(tmp_path: Path) -> None:
     else:
         assert out[0] == "False"
     assert proctitle.name_of(-1) is None
+
+
+def test_stack_dump_of_a_bridge_that_stopped_answering() -> None:
+    """What the bridge benchmarks add to "did not answer": every thread's stack of the process tree when py-spy
+    is there (this one sleeps in ``time.sleep``), nothing otherwise - never an exception."""
+    import shutil
+    import subprocess
+    import sys
+
+    from kickit.bridge.bench_latency import stack_dump
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time\ndef waiting_here():\n    time.sleep(60)\nwaiting_here()"])
+    try:
+        time.sleep(1.0)
+        out = stack_dump(proc.pid)
+        spy = shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()
+        if spy:
+            assert out.startswith("\nstacks (py-spy dump):\n") and "waiting_here" in out, out
+        else:
+            assert out == ""
+    finally:
+        proc.kill()
+        proc.wait()
