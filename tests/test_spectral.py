@@ -211,3 +211,25 @@ def test_decode_magnitude_crops_to_what_sounds() -> None:
     assert not np.any(got[0, :, 30:, c.low_bins:]) and np.any(got[0, :, :30, c.low_bins:])
     for i in range(3):
         np.testing.assert_array_equal(c.decode_magnitude(scaled[i]), got[i])
+
+
+def test_decode_magnitude_in_two_boxes_of_frames() -> None:
+    """Bands wide over the attack and narrow over the body (as a kick's; the case the two decoding boxes of
+    frames are for): the values are the plain chain's, the body's bins sound up to the last band that does, and
+    the cells right of it are the mask's zeros."""
+    from kickit.spectral import _tables
+
+    c = DEFAULT_CONTRACT
+    rng = np.random.default_rng(11)
+    scaled = rng.uniform(-0.4, 0.6, (c.channels, c.frames, c.rows)).astype(np.float32)
+    scaled[:, 12:, c.low_bins + 30:] = -1.0  # after the attack only the 30 lowest bands sound ...
+    scaled[:, 200:, c.low_bins:] = -1.0  # ... until frame 200
+    want = c.db_to_magnitude(c.unpool_db(c.unscale_db(scaled))) / c.magnitude_scale
+    got = c.decode_magnitude(scaled)
+    assert np.array_equal(got == 0, want == 0)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+    cols = _tables(c).cols_for_top
+    body = c.low_bins + int(cols[30])  # bins that lean on one of the 30 bands
+    assert np.any(got[:, 12:200, c.low_bins + int(cols[29]) : body])  # bins between bands 29 and 30
+    assert not np.any(got[:, 12:, body:])
+    assert np.any(got[:, :12, body:])  # the attack's box reaches higher
