@@ -236,9 +236,11 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         next_knob = t0 + 0.01
         traffic = NoteTraffic(probe, bridge.pid, t0, note_interval)
         rss, procs = traffic.rss, traffic.procs
+        poll = StatusPoll(sock, osc_port, t0)
         while time.monotonic() - t0 < seconds:
             now = time.monotonic()
             traffic.tick(now)
+            poll.tick(now, t0)
             if now >= next_knob:
                 sock.sendto(build(f"/kickit/knob/{int(rng.integers(8))}", float(rng.uniform(-1, 1))),
                             ("127.0.0.1", osc_port))
@@ -283,6 +285,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "procs": procs, "rest_before": rest_before,
         "rest_after": rest_after, "rest_seconds": rest, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
+        **poll.summary(),
     }
 
 
@@ -310,6 +313,65 @@ class NoteTraffic:
             self.tag += 1
             self.probe.send([0x90, 36, 127], self.tag)
             self.next_note += self.note_interval
+
+
+def status_row(r: dict[str, Any], tail: str = "|") -> str:
+    """The report's row for :class:`StatusPoll` (empty for a result without it)."""
+    if "status_replies" not in r:
+        return ""
+    stalls = r["status_stalls"]
+    p50, top = (f"{v:.1f}" if v == v else "-" for v in (r["status_reply_p50_ms"], r["status_reply_max_ms"]))
+    return (f"| `/kickit/status` asked once a second during the traffic: replies, p50 / max reply, unanswered for "
+            f"{StatusPoll.STALL_S:.0f} s | {r['status_replies']}, {p50} / {top} ms, {len(stalls)}"
+            f"{' (at ' + ', '.join(f'{t:.0f} s' for t in stalls[:5]) + ')' if stalls else ''} {tail}\n")
+
+
+class StatusPoll:
+    """``/kickit/status`` asked every ``every`` s during the traffic, without blocking the send loop (a
+    producer's Max for Live device polls it the same way): how fast the bridge answers while it works, and
+    whether it ever stops answering (a request unanswered for ``STALL_S`` counts as a stall) - seen when it
+    happens, not only at the end of a run. The socket also receives the bridge's notifications; they are read
+    and passed over."""
+
+    STALL_S = 3.0
+
+    def __init__(self, sock: socket.socket, port: int, t0: float, every: float = 1.0) -> None:
+        self.sock, self.port, self.every = sock, port, every
+        self.next, self.asked = t0, None
+        self.replies: list[float] = []  # seconds from request to reply
+        self.stalls: list[float] = []  # seconds into the run at which a request went unanswered for STALL_S
+
+    def tick(self, now: float, t0: float) -> None:
+        from kickit.bridge.oscmap import build
+        from pythonosc.osc_packet import OscPacket
+
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data, _ = self.sock.recvfrom(65536)
+                if self.asked is not None and b"/kickit/status" in data[:32]:
+                    for tm in OscPacket(data).messages:
+                        if tm.message.address == "/kickit/status":
+                            self.replies.append(now - self.asked)
+                            self.asked = None
+        except (BlockingIOError, InterruptedError):
+            pass
+        except Exception:  # a datagram that does not parse: not the reply
+            pass
+        finally:
+            self.sock.settimeout(timeout)
+        if self.asked is not None and now - self.asked > self.STALL_S:
+            self.stalls.append(now - t0)
+            self.asked = None
+        if self.asked is None and now >= self.next:
+            self.sock.sendto(build("/kickit/status"), ("127.0.0.1", self.port))
+            self.asked, self.next = now, now + self.every
+
+    def summary(self) -> dict[str, Any]:
+        r = np.asarray(self.replies, dtype=np.float64) * 1e3
+        return {"status_replies": len(r), "status_reply_p50_ms": _pct(list(r), 50),
+                "status_reply_max_ms": float(r.max()) if len(r) else float("nan"), "status_stalls": self.stalls}
 
 
 def stack_dump(pid: int) -> str:
@@ -412,7 +474,8 @@ def report(r: dict) -> str:
         f"| server xruns seen by the probe client | {r['server_xruns']} | |\n"
         f"| baseline: xruns in {r['baseline_seconds']:.0f} s with the bridge idle (bridge / server) | "
         f"{r['idle_bridge_xruns']} / {r['idle_server_xruns']} | |\n"
-        f"| callback exceptions | {r['callback_errors']} | 0 |\n\n"
+        f"| callback exceptions | {r['callback_errors']} | 0 |\n"
+        + status_row(r, "| |") + "\n"
         "Note-on latency counts from the start of the JACK cycle in which the probe wrote the MIDI event to "
         "the first sample of the hit in the captured output (one period is the floor: the bridge's audio "
         "runs before the MIDI port in the JACK graph). Xruns on a shared 2-core machine include other "

@@ -120,6 +120,7 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"client | {r.get('bridge_overruns_waiting', '-')} / {r.get('bare_overruns_waiting', '-')} |\n"
         f"| xruns flagged to the bridge (any cause) / server xruns | {r['bridge_xruns']} / {r['server_xruns']} |\n"
         f"| callback exceptions | {r['callback_errors']} |\n"
+        + bench_latency.status_row(r)
     )
     rest = at_rest(r.get("rest_before", []), r.get("rest_after", []))
     if rest is not None:

@@ -420,3 +420,58 @@ def test_stack_dump_of_a_bridge_that_stopped_answering() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_poll_during_traffic_counts_replies_and_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge benchmarks ask /kickit/status while the traffic runs, without blocking the send loop: a real
+    UDP peer that answers (and sends notifications in between) gives replies; once it stops answering, each
+    request left unanswered for STALL_S is a stall, with the second it happened at."""
+    from kickit.bridge import bench_latency
+    from kickit.bridge.oscmap import build
+    from pythonosc.osc_packet import OscPacket
+
+    monkeypatch.setattr(bench_latency.StatusPoll, "STALL_S", 0.2)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(0.05)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    answering = threading.Event()
+    answering.set()
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                data, addr = peer.recvfrom(65536)
+            except TimeoutError:
+                continue
+            assert [m.message.address for m in OscPacket(data).messages] == ["/kickit/status"]
+            peer.sendto(build("/kickit/hit/ready", 1), addr)  # a notification first: passed over
+            if answering.is_set():
+                peer.sendto(build("/kickit/status", json.dumps({"ok": 1})), addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        poll = bench_latency.StatusPoll(sock, peer.getsockname()[1], t0, every=0.05)
+        while time.monotonic() - t0 < 0.6:
+            poll.tick(time.monotonic(), t0)
+            time.sleep(0.002)
+        answering.clear()
+        while time.monotonic() - t0 < 1.2:
+            poll.tick(time.monotonic(), t0)
+            time.sleep(0.002)
+    finally:
+        done.set()
+        t.join()
+        peer.close()
+    s = poll.summary()
+    assert s["status_replies"] >= 5 and 0 < s["status_reply_p50_ms"] < 100
+    assert len(s["status_stalls"]) >= 2 and all(0.6 < x < 1.3 for x in s["status_stalls"])
+    assert sock.gettimeout() == 0.5  # the benchmark's own reads keep their timeout
+    row = bench_latency.status_row(s)
+    assert row.startswith("| `/kickit/status` asked once a second") and f", {len(s['status_stalls'])} (at " in row
+    sock.close()
