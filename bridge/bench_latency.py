@@ -68,7 +68,6 @@ def _free_udp_port() -> int:
 
 def _status(sock: socket.socket, port: int) -> dict:
     from kickit.bridge.oscmap import build
-    from pythonosc.osc_packet import OscPacket
 
     # The bridge also sends this socket its notifications (a hit ready per knob move): after minutes of traffic
     # they fill its receive buffer and the kernel would drop the reply. Drain first; ask again every 0.5 s.
@@ -91,10 +90,20 @@ def _status(sock: socket.socket, port: int) -> dict:
             data, _ = sock.recvfrom(65536)
         except TimeoutError:
             continue
-        for tm in OscPacket(data).messages:
-            if tm.message.address == "/kickit/status":
-                return json.loads(tm.message.params[0])
+        reply = _status_reply(data)
+        if reply is not None:
+            return reply
     raise RuntimeError("the bridge did not answer /kickit/status in 15 s")
+
+
+def _status_reply(data: bytes) -> dict | None:
+    """The bridge's /kickit/status reply in a datagram (None: another message, e.g. a notification)."""
+    from pythonosc.osc_packet import OscPacket
+
+    for tm in OscPacket(data).messages:
+        if tm.message.address == "/kickit/status":
+            return json.loads(tm.message.params[0])
+    return None
 
 
 def _kb(path: Path, key: str) -> int | None:
@@ -343,18 +352,15 @@ class StatusPoll:
 
     def tick(self, now: float, t0: float) -> None:
         from kickit.bridge.oscmap import build
-        from pythonosc.osc_packet import OscPacket
 
         timeout = self.sock.gettimeout()
         self.sock.setblocking(False)
         try:
             while True:
                 data, _ = self.sock.recvfrom(65536)
-                if self.asked is not None and b"/kickit/status" in data[:32]:
-                    for tm in OscPacket(data).messages:
-                        if tm.message.address == "/kickit/status":
-                            self.replies.append(now - self.asked)
-                            self.asked = None
+                if self.asked is not None and _status_reply(data) is not None:
+                    self.replies.append(now - self.asked)
+                    self.asked = None
         except (BlockingIOError, InterruptedError):
             pass
         except Exception:  # a datagram that does not parse: not the reply

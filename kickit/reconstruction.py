@@ -103,6 +103,12 @@ def _ola_sum(frames_td: np.ndarray, window: np.ndarray, hop: int) -> np.ndarray:
     return out.reshape(*frames_td.shape[:-2], -1)
 
 
+def _spectra_sum(spec: np.ndarray, c: SpectralContract, plan: _Plan) -> np.ndarray:
+    """Full-rate spectra (..., F, n_bins) -> their windowed overlap-add, not normalised (:func:`_ola_sum`)."""
+    frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)  # new: windowed in place
+    return _ola_sum(frames_td, plan.window, c.hop)
+
+
 def _analyse(padded: np.ndarray, c: SpectralContract, plan: _Plan, n_frames: int) -> np.ndarray:
     """Signal in padded coordinates (..., >= (F - 1) * hop + n_fft) -> complex128 STFT (..., F, n_bins)."""
     if padded.shape[-1] < (n_frames - 1) * c.hop + c.n_fft:
@@ -207,8 +213,7 @@ def _run_sums(mag: np.ndarray, unit: np.ndarray, sup: _Support, runs: list[tuple
             if b > fa:
                 s = max(a, fa)
                 np.multiply(mag[..., s:b, :bt], unit[s:b, :bt], out=spec[..., s - a :, :bt])
-            frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
-            parts.append(_ola_sum(frames_td, plan.window, c.hop))
+            parts.append(_spectra_sum(spec, c, plan))
         else:
             width = int(sup.reach[a])  # type: ignore[index]
             parts.append(_decimated_sum(mag[..., a:b, :width], unit[a:b, :width], d, c, plan))
@@ -367,16 +372,14 @@ def _fgla(mid: np.ndarray, c: SpectralContract, plan: _Plan, iterations: int, st
     if ctx > k:
         spec = np.zeros((mid.shape[0], ctx - k, c.n_bins), dtype=np.complex64)
         np.multiply(mid[:, k:ctx], start[:, k:ctx], out=spec[..., :w])
-        frames_td = np.fft.irfft(spec, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
-        fixed = _ola_sum(frames_td, plan.window, c.hop)[..., : span - k * c.hop]
+        fixed = _spectra_sum(spec, c, plan)[..., : span - k * c.hop]
     full = np.zeros((mid.shape[0], k, c.n_bins), dtype=np.complex64)  # padded spectrum, reused
     cur = mid[:, :k] * start[:, :k]
     prev = cur
     alpha = np.float32(momentum)
     for _ in range(iterations):
         full[:, :, :w] = cur
-        frames_td = np.fft.irfft(full, n=c.n_fft, axis=-1).astype(np.float32, copy=False)
-        y = _ola_sum(frames_td, plan.window, c.hop)
+        y = _spectra_sum(full, c, plan)
         if fixed is not None:
             y[..., k * c.hop :] += fixed
         y *= plan.norm[:span]

@@ -274,9 +274,11 @@ class SpectralContract:
         cost[:-1] += np.arange(high_frames - 1, 0, -1) * tail[1:] + _DECODE_BOX_COST  # ... the rest as a box
         split = int(np.argmin(cost)) + 1
         interp = t.interp32 if rows_db.dtype == np.float32 else t.interp64
-        for a, b, width in ((0, split, head[split - 1]), (split, high_frames, tail[split] if split < high_frames
-                                                                                  else 0)):
-            if b > a and width:
+        boxes = [(0, split, head[split - 1])]
+        if split < high_frames:
+            boxes.append((split, high_frames, tail[split]))
+        for a, b, width in boxes:
+            if width:
                 k = min(self.bands, int(t.i1[width - 1]) + 1)  # bands [0, k) feed bins [0, width)
                 out[a:b, low : low + width] = self._db_to_raw(rows_db[a:b, low : low + k] @ interp[:k, :width])
 
