@@ -29,6 +29,12 @@ import onnxruntime as ort
 
 from kickit.spectral import SpectralContract
 
+if os.environ.get("ORT_DISABLE_TELEMETRY") == "1":  # set by kickit/__init__.py unless the user chose otherwise
+    try:  # onnxruntime imported before kickit (a host program): no events from here on either
+        ort.disable_telemetry_events()
+    except AttributeError:  # an onnxruntime without telemetry
+        pass
+
 FORMAT_VERSION = 1
 SUPPORTED_FORMATS = (1,)
 MAX_MODEL_BYTES = 200 * 1024 * 1024

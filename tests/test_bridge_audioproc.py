@@ -161,3 +161,19 @@ def test_the_audio_process_killed_is_started_again_and_plays(tiny_model_path: Pa
             pytest.fail("no exact hit from the restarted audio process in 10 attempts")
     finally:
         stop_rig(probe, bridge, server)
+
+
+@pytest.mark.parametrize(("voices", "choke", "block"), [(16, False, 128), (4, True, 64), (1, True, 1024)])
+def test_warm_up_plays_the_whole_mixing_path_and_leaves_nothing_behind(voices: int, choke: bool, block: int) -> None:
+    """The audio process's start-up pass: every voice, steals, a choke's release, a panic; no error, no voice
+    left sounding, and its private shared-memory ring is gone afterwards."""
+    from kickit.bridge.audioproc import warm_up
+
+    shm = Path("/dev/shm")
+    before = set(shm.iterdir()) if shm.is_dir() else set()
+    c = warm_up(30000, voices, 8192, choke, block)
+    assert c["callback_errors"] == 0
+    assert c["notes"] == voices + 3 and c["stolen"] >= 2
+    assert c["voices"] == 0 and c["blocks"] > 0
+    if shm.is_dir():
+        assert set(shm.iterdir()) - before == set()
