@@ -213,7 +213,10 @@ def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str 
            max_block: int, choke: bool) -> None:
     proctitle.set_name(proctitle.AUDIO)
     ring = SharedEventRing(*spec[:2], name=spec[2])
-    warm_up(ring.slot_frames, voices, max_block, choke, block)
+    try:
+        warm_up(ring.slot_frames, voices, max_block, choke, block)
+    except Exception:  # e.g. no room for its private ring: the first notes then take those pages, nothing else
+        pass
     mixer = SharedMixer(ring, voices, max_block, choke)
     host = SimpleNamespace(rate=rate, config=SimpleNamespace(max_block=max_block), process=mixer.process)
     sink = DeviceSink(host, device, block)  # type: ignore[arg-type]
