@@ -19,9 +19,9 @@ _CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "
                "CIRCLECI", "BUILDKITE", "APPVEYOR", "CODEBUILD_BUILD_ID")
 
 
-def _run(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+def _run(code: str, home: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY" and k not in _CI_MARKERS}
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"), **env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -70,7 +70,6 @@ def test_render_processes_send_no_telemetry(tmp_path: Path, tiny_model_path: Pat
 
 
 def test_a_users_own_choice_is_kept(tmp_path: Path) -> None:
-    env = dict(os.environ, ORT_DISABLE_TELEMETRY="0", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-c", "import kickit, os; print(os.environ['ORT_DISABLE_TELEMETRY'])"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = _run("import kickit, os; print(os.environ['ORT_DISABLE_TELEMETRY'])", tmp_path, ORT_DISABLE_TELEMETRY="0")
+    assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0"
