@@ -33,7 +33,7 @@ from kickit.bridge import pads as padlib
 from kickit.bridge.oscmap import Action
 from kickit.bridge.pads import KNOB_COUNT, PAD_COUNT, Pad, PadMap
 from kickit.bridge.presets import Preset, PresetGroup, load_preset, save_preset
-from kickit.bridge.source import HitSource, freeze
+from kickit.bridge.source import HitSource, freeze, same_model
 from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, EventRing, Mixer
 
 log = logging.getLogger("kickit.bridge")
@@ -642,7 +642,7 @@ class Engine:
             dims = [self.source_of(p).latent_dim for p in range(PAD_COUNT)]
         preset = load_preset(path, dims)
         warnings = []
-        if preset.model_hash != self.source.weights_hash:
+        if not same_model(self.source, preset.model_hash):
             warnings.append(f"{path}: preset was made for model {preset.model_name or '?'} "
                             f"(weights {preset.model_hash[:12]}), playing {self.source.name} "
                             f"(weights {self.source.weights_hash[:12]}): the kicks will sound different")
@@ -654,7 +654,7 @@ class Engine:
             here = [p for p in range(PAD_COUNT) if src is not None and self.pad_group[p] == self.group_index(g.name)]
             if src is not None and here != sorted(g.pads):
                 warnings.append(f"{path}: pad group {g.name} has pads {here} here, the preset's had {g.pads}")
-            if src is not None and src.weights_hash != g.model_hash:
+            if src is not None and not same_model(src, g.model_hash):
                 warnings.append(f"{path}: pad group {g.name} was made with model {g.model_name or '?'}, playing "
                                 f"{src.name}: its hits will sound different")
         self.replace_state(preset.pads, preset.seed, preset.selected)

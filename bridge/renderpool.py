@@ -85,6 +85,7 @@ class ProcessSource:
         self.model = self.local.model
         self.name, self.path = self.local.name, self.local.path
         self.weights_hash, self.latent_dim = self.local.weights_hash, self.local.latent_dim
+        self.reexport_of = self.local.reexport_of
         self.knobs, self.rate, self.model_rate = self.local.knobs, self.local.rate, self.local.model_rate
         ctx = mp.get_context("spawn")
         self._free: queue.Queue[tuple[mp.process.BaseProcess, Connection]] = queue.Queue()

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="knob values from -1 to 1 at which each knob is measured (odd, default 9)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the knob search (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--keep-knobs", metavar="MODEL", default=None,
+                        help="keep the knobs of an earlier model file of this same generator (checked: its output "
+                             "must match within the parity tolerance) instead of searching them again")
     parser.add_argument("--no-fold", action="store_true",
                         help="write the graph as trained (default: upsample + conv blocks folded into the equal "
                              "transposed convolutions, 2x faster inference; same parity self-test)")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         result = export_checkpoint(
             args.source, args.out, which=args.which, ema=not args.no_ema, knob_samples=args.knob_samples,
             knob_bases=args.knob_bases, knob_steps=args.knob_steps, knobs=args.knobs, seed=args.seed,
-            threads=args.threads, fold=not args.no_fold,
+            threads=args.threads, fold=not args.no_fold, keep_knobs=args.keep_knobs,
         )
     except (ExportError, OSError, ValueError) as e:
         print(f"kickit export: {e}", file=sys.stderr)

@@ -27,12 +27,13 @@ from kickit.export.onnx_export import (
     encoder_path_for,
     export_encoder,
     export_generator,
+    parity_check,
 )
 from kickit.training import checkpoint as ckpt_mod
 from kickit.training import config as config_mod
 from kickit.training import models as models_mod
 
-from kickit.modelfile import Knob
+from kickit.modelfile import Knob, load_model
 from kickit.spectral import DEFAULT_CONTRACT, SpectralContract
 
 
@@ -82,6 +83,30 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
 
 
+def knobs_from(path: str | os.PathLike[str], generator: torch.nn.Module, latent_dim: int, output: str
+               ) -> tuple[list[Knob], dict[str, Any]]:
+    """The knobs and training summary of an earlier model file of this very generator, the summary's
+    ``reexport_of`` set to that file's weights hash and the ones it re-exported. A re-export (a newer kickit's
+    graph) keeps the knobs its users learned instead of searching them again (the search's naming and signs
+    can tip on the last bits of a measurement). Refused (:class:`ExportError`) unless the file's graph computes
+    this generator's function within the parity tolerance: another generator's knobs would move another
+    sound."""
+    model = load_model(path)
+    if model.latent_dim != latent_dim or model.output != output:
+        raise ExportError(f"{path}: knobs of a {model.latent_dim}-latent {model.output!r} model, not of this "
+                          f"{latent_dim}-latent {output!r} generator")
+    p = parity_check(generator, Path(path).read_bytes(), latent_dim, output)
+    if not p.ok:
+        raise ExportError(f"{path}: not an export of this generator (max |its output - the generator's| = "
+                          f"{p.max_abs_diff:.3g} > {p.tolerance:g}); its knobs would move another sound")
+    training = dict(model.training)
+    earlier = training.get("reexport_of", [])
+    hashes = [model.weights_hash, *(h for h in earlier if isinstance(h, str))] if isinstance(earlier, list) \
+        else [model.weights_hash]
+    training["reexport_of"] = list(dict.fromkeys(hashes))
+    return list(model.knobs), training
+
+
 def export_checkpoint(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -95,9 +120,11 @@ def export_checkpoint(
     seed: int = 0,
     threads: int = 2,
     fold: bool = True,
+    keep_knobs: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export the (EMA) generator of a run folder or checkpoint file to ``out`` (``fold``: see
-    :func:`kickit.export.onnx_export.export_generator`)."""
+    :func:`kickit.export.onnx_export.export_generator`). ``keep_knobs``: an earlier model file of the same
+    generator whose knobs are kept (:func:`knobs_from`) instead of searched."""
     if knobs < 0 or knob_steps < 3 or knob_steps % 2 == 0 or knob_bases < 1:
         raise ValueError(f"knobs {knobs}, knob steps {knob_steps}, knob bases {knob_bases}: need knobs >= 0, "
                          "an odd number of steps >= 3 and at least one base")
@@ -124,8 +151,19 @@ def export_checkpoint(
 
     family, output = family_output(cfg)
     training["family"] = family
+    kept: list[Knob] | None = None
+    if keep_knobs is not None:
+        kept, earlier = knobs_from(keep_knobs, generator.decoder if family == "spec-vae" else generator, latent_dim,
+                                   output)
+        if (earlier.get("checkpoint"), earlier.get("steps")) == (training["checkpoint"], training["steps"]):
+            # the same checkpoint: its date as first recorded (a copied checkpoint file's time is the copy's)
+            training["checkpoint_date"] = earlier.get("checkpoint_date", mtime)
+        # the weights hashes of the earlier exports of this function: presets made with them play the same kicks
+        training["reexport_of"] = earlier["reexport_of"]
 
     def knob_fn(g: torch.nn.Module) -> list[Knob]:
+        if kept is not None:
+            return kept
         if knobs == 0:
             return []
         return compute_knobs(g, contract, latent_dim, output=output, k=knobs, n=knob_samples, bases=knob_bases,

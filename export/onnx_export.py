@@ -57,6 +57,8 @@ OPSET = 17
 PARITY_LATENTS = 64
 PARITY_TOLERANCE = 1e-4
 PARITY_SEED = 1234
+FOLDED_GRAPH = ("folded (upsample + conv as transposed conv, PixelNorm means as 1x1 convs, mid/side and output "
+                "constants in the last layer)")
 
 
 class ExportError(RuntimeError):
@@ -216,7 +218,7 @@ def export_generator(
         knobs = knob_fn(generator) if knob_fn is not None else []
     summary = dict(training or {})
     summary.setdefault("exported", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    summary.setdefault("graph", "folded (upsample + conv as transposed conv)" if fold else "as trained")
+    summary.setdefault("graph", FOLDED_GRAPH if fold else "as trained")
     props = metadata(contract, family=family, output=output, latent_dim=latent_dim, knobs=knobs,
                      training=summary, parity=parity, encoder=encoder)
     final = with_metadata(data, props)

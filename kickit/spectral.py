@@ -279,8 +279,7 @@ class SpectralContract:
             boxes.append((split, high_frames, tail[split]))
         for a, b, width in boxes:
             if width:
-                k = min(self.bands, int(t.i1[width - 1]) + 1)  # bands [0, k) feed bins [0, width)
-                out[a:b, low : low + width] = self._db_to_raw(rows_db[a:b, low : low + k] @ interp[:k, :width])
+                out[a:b, low : low + width] = self._db_to_raw(_unpool_box(rows_db[a:b, low:], interp, width, t))
 
     def _db_to_raw(self, db: np.ndarray) -> np.ndarray:
         """Bin dB -> raw magnitude, in place on a contiguous array (strided views are slower): the result of
@@ -294,6 +293,22 @@ class SpectralContract:
         db[silent] = 0
         return db
 
+
+def _unpool_box(bands_db: np.ndarray, interp: np.ndarray, width: int, t: _Tables) -> np.ndarray:
+    """Band levels (F, bands) in dB -> the first ``width`` high bins (F, width) in dB: ``bands_db @ interp``
+    computed in blocks of ``UNPOOL_BLOCK`` bins, each over only the bands its bins read. The interpolation
+    matrix is banded (every bin reads two neighbouring bands), so the full product spends 98 % of its
+    multiply-adds on exact zeros; per block, 1/10 of them (0.57 -> 0.16 ms for a wide 256-frame box)."""
+    out = np.empty((bands_db.shape[0], width), dtype=bands_db.dtype)
+    for c0, c1, b0, b1 in t.unpool_blocks:
+        if c0 >= width:
+            break
+        c1 = min(c1, width)
+        np.matmul(bands_db[:, b0:b1], interp[b0:b1, c0:c1], out=out[:, c0:c1])
+    return out
+
+
+UNPOOL_BLOCK = 128  # bins per block of the blocked unpooling product (measured: 32-192 all ~3x faster, 128 best)
 
 # Cost of a second decoding box, in cells: the per-call overhead of its matrix product and exponential.
 _DECODE_BOX_COST = 4096
@@ -320,6 +335,7 @@ class _Tables:
     interp64: np.ndarray  # (bands, n_bins - low_bins): band dB -> bin dB interpolation matrix
     interp32: np.ndarray
     cols_for_top: np.ndarray  # (bands + 1,): bins above low_bins that lean on one of bands [0, k), for each k
+    unpool_blocks: tuple[tuple[int, int, int, int], ...]  # (first bin, end bin, first band, end band) per block
 
 
 @lru_cache(maxsize=16)
@@ -374,8 +390,12 @@ def _tables(c: SpectralContract) -> _Tables:
     # the bins whose lower band i0 is under k; their upper band i0 + 1 is at most k (i0 ascends with the bin)
     cols_for_top = np.searchsorted(i0, np.arange(c.bands + 1) - 1, side="right").astype(np.int64)
     cols_for_top[0] = 0
+    # column blocks of the interpolation matrix, each with the band rows it reads (the rest of its rows are zero)
+    n_high = c.n_bins - c.low_bins
+    blocks = tuple((c0, min(n_high, c0 + UNPOOL_BLOCK), int(i0[c0]), int(i1[min(n_high, c0 + UNPOOL_BLOCK) - 1]) + 1)
+                   for c0 in range(0, n_high if c.bands else 0, UNPOOL_BLOCK))
     tables = _Tables(window, inv_wsum, mag_scale, edges, 1.0 / width if c.bands else width, row_hz, i0, i1, w0, w1,
-                     interp64, interp32, cols_for_top)
+                     interp64, interp32, cols_for_top, blocks)
     for a in (tables.window, tables.inv_wsum, tables.edges, tables.inv_width, tables.row_hz, i0, i1, w0, w1,
               interp64, interp32, cols_for_top):
         a.setflags(write=False)

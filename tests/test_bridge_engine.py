@@ -3,6 +3,7 @@ presets, model hot swap, file output and ``kickit render`` (offline, sample-accu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -145,6 +146,31 @@ def test_preset_for_another_model_warns(source: ModelSource, tmp_path: Path) -> 
     path.write_text(path.read_text().replace(source.weights_hash, "f" * 64))
     warnings = e.load_preset(path)
     assert len(warnings) == 1 and "made for model" in warnings[0] and str(path) in warnings[0]
+
+
+def test_preset_of_an_earlier_export_of_the_same_model_loads_quietly(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A re-export (``kickit export --keep-knobs``) names the earlier files' weights hashes in its training
+    summary: presets saved with them play the same kicks, so they load without the other-model warning."""
+    onnx = pytest.importorskip("onnx")
+    from kickit.bridge.source import same_model
+
+    from kickit.modelfile import META
+
+    proto = onnx.load(str(tiny_model_path))
+    for prop in proto.metadata_props:  # the graph (and so its hash) unchanged
+        if prop.key == META["training"]:
+            prop.value = json.dumps({**json.loads(prop.value), "reexport_of": ["e" * 64, 7]})  # 7: ignored
+    path = tmp_path / "reexport.onnx"
+    onnx.save(proto, str(path))
+    src = ModelSource.open(path)
+    assert src.reexport_of == ("e" * 64,) and same_model(src, "e" * 64) and same_model(src, src.weights_hash)
+    assert not same_model(src, "f" * 64)
+    e = Engine(src)
+    preset = e.save_preset(tmp_path / "p.json")
+    preset.write_text(preset.read_text().replace(src.weights_hash, "e" * 64))
+    assert e.load_preset(preset) == []
+    preset.write_text(preset.read_text().replace("e" * 64, "f" * 64))
+    assert len(e.load_preset(preset)) == 1
 
 
 def test_model_hot_swap_refuses_a_bad_file_and_keeps_playing(engine: Engine, tiny_model_path: Path,

@@ -261,6 +261,49 @@ def test_export_cli_from_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     np.testing.assert_allclose(m2.run(z), want_raw, atol=1e-4)
 
 
+def test_export_keeps_the_knobs_of_an_earlier_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--keep-knobs: a re-export takes the knobs (names, directions, measured effects) and the checkpoint's
+    recorded date of an earlier file of the same generator; a file of another generator is refused and
+    nothing is written."""
+    from kickit.cli import main
+
+    run, _, _ = _tiny_run(tmp_path)
+    fast = ["--knob-samples", "64", "--knob-bases", "2", "--knob-steps", "5", "--threads", "1"]
+    first, again = tmp_path / "first.onnx", tmp_path / "again.onnx"
+    assert main(["export", str(run), "-o", str(first), *fast]) == 0
+    m1 = load_model(first)
+    # as when the checkpoint was copied (a checkout): its file time is not the time it was written
+    meta = dict(m1.metadata)
+    training = json.loads(meta[META["training"]])
+    training["checkpoint_date"] = "2026-01-02T03:04:05+00:00"
+    raw = with_metadata(first.read_bytes(), {**meta, META["training"]: json.dumps(training)})
+    first.write_bytes(raw)
+    capsys.readouterr()
+    assert main(["export", str(run), "-o", str(again), "--keep-knobs", str(first), "--knobs", "3"]) == 0
+    m2 = load_model(again)
+    assert [k.name for k in m2.knobs] == [k.name for k in m1.knobs] and len(m2.knobs) == 8
+    for a, b in zip(m1.knobs, m2.knobs, strict=True):
+        assert np.array_equal(a.direction, b.direction) and (a.lo, a.hi, a.effect) == (b.lo, b.hi, b.effect)
+    assert m2.training["checkpoint_date"] == "2026-01-02T03:04:05+00:00"
+    assert m2.training["reexport_of"] == [m1.weights_hash]  # (the same graph here: the same kickit exported both)
+    third = tmp_path / "third.onnx"  # a re-export of a re-export names every earlier hash once
+    training["reexport_of"] = ["0" * 64]
+    first.write_bytes(with_metadata(first.read_bytes(), {**meta, META["training"]: json.dumps(training)}))
+    assert main(["export", str(run), "-o", str(third), "--keep-knobs", str(first)]) == 0
+    assert load_model(third).training["reexport_of"] == [m1.weights_hash, "0" * 64]
+    # another generator's file (the raw weights, not the EMA ones): refused, nothing written
+    other = tmp_path / "raw.onnx"
+    assert main(["export", str(run), "-o", str(other), "--no-ema", "--knobs", "0"]) == 0
+    capsys.readouterr()
+    target = tmp_path / "refused.onnx"
+    assert main(["export", str(run), "-o", str(target), "--keep-knobs", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "raw.onnx: not an export of this generator" in err and err.count("\n") == 1
+    assert not target.exists()
+    assert main(["export", str(run), "-o", str(target), "--keep-knobs", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err and not target.exists()
+
+
 def test_export_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from kickit.cli import main
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,23 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from kickit.export import fold as fold_mod  # noqa: E402
-from kickit.export.fold import FoldedUpBlock, fold_for_export  # noqa: E402
+from kickit.export.fold import FoldedPixelNorm, FoldedUpBlock, fold_for_export  # noqa: E402
 from kickit.export.onnx_export import ExportError, export_generator, to_onnx  # noqa: E402
-from kickit.training.config import get_config  # noqa: E402
-from kickit.training.models import Generator, UpBlock  # noqa: E402
+from kickit.training.config import TrainConfig, get_config  # noqa: E402
+from kickit.training.models import Generator, PixelNorm, UpBlock  # noqa: E402
 from kickit.training.wavegan import WaveGenerator  # noqa: E402
 
 from kickit.modelfile import load_model  # noqa: E402
 from kickit.spectral import DEFAULT_CONTRACT  # noqa: E402
 
 pytestmark = pytest.mark.torch
+
+
+def _tiny() -> TrainConfig:
+    """The tiny config with 16 channels in every block: random weights on 4-channel PixelNorms are ill-conditioned
+    (a near-zero channel vector's norm amplifies float32 rounding: torch float32 vs float64 ~1e-4, the parity
+    tolerance itself); with 16 channels, ~1.5e-5."""
+    return dataclasses.replace(get_config("tiny"), g_channels=(16,) * 6)
 
 
 def _trained_like(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -48,6 +56,39 @@ def test_folded_block_equals_upsample_conv(coords: bool, norm: str | None, textu
     assert float((got[..., [0, -1], :] - want[..., [0, -1], :]).abs().max()) < 1e-5
 
 
+def test_folded_pixel_norm_equals_pixel_norm() -> None:
+    x = torch.randn(3, 7, 5, 4) * 3.0
+    x[0, :, 0, 0] = 0.0  # an all-zero channel vector: the epsilon keeps it finite, as in training
+    with torch.no_grad():
+        want, got = PixelNorm()(x), FoldedPixelNorm(7)(x)
+    assert torch.isfinite(got).all()
+    assert float((got - want).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize(("stereo", "base", "texture"), [("midside", True, 128), ("midside", False, 128),
+                                                         ("lr", True, 0), ("lr", False, 0)])
+def test_folded_output_equals_the_generator(stereo: str, base: bool, texture: int) -> None:
+    """Mid/side mixed into the output kernel, the output block's constants and bias in the bias map: the same
+    function, and (with a bias map) the graph ends in one transposed conv, one addition and tanh."""
+    cfg = dataclasses.replace(_tiny(), g_stereo=stereo, g_base=base, g_texture=texture, g_coords=256)
+    gen = _trained_like(Generator(cfg, DEFAULT_CONTRACT), seed=5)
+    folded = fold_for_export(gen, cfg.latent_dim)
+    assert not folded.midside and gen.midside == (stereo == "midside")
+    z = torch.randn(4, cfg.latent_dim)
+    with torch.no_grad():
+        assert float((folded(z) - gen(z)).abs().max()) < 1e-4
+    graph = onnx.load_from_string(to_onnx(folded, cfg.latent_dim)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Sub" not in ops and "Slice" not in ops  # no mid/side arithmetic left
+    assert ops.count("ReduceMean") == 1  # the latent's norm only: every PixelNorm mean is a 1x1 conv
+    if base:
+        producer = {o: n for n in graph.node for o in n.output}
+        tanh = producer[graph.output[0].name]
+        add = producer[tanh.input[0]]
+        assert (tanh.op_type, add.op_type) == ("Tanh", "Add")
+        assert producer[add.input[0]].op_type == "ConvTranspose"
+
+
 def test_fold_refuses_what_it_cannot_fold() -> None:
     with pytest.raises(ValueError, match="not x2"):
         FoldedUpBlock(UpBlock(2, 2, (9, 8), None, False), (4, 4))
@@ -58,7 +99,7 @@ def test_fold_refuses_what_it_cannot_fold() -> None:
 
 
 def test_fold_for_export_replaces_every_block_and_keeps_the_generator() -> None:
-    cfg = get_config("tiny")
+    cfg = _tiny()
     gen = _trained_like(Generator(cfg, DEFAULT_CONTRACT))
     folded = fold_for_export(gen, cfg.latent_dim)
     assert not any(isinstance(m, UpBlock) for m in folded.modules())
@@ -77,7 +118,7 @@ def test_fold_for_export_replaces_every_block_and_keeps_the_generator() -> None:
 
 def test_export_writes_the_folded_graph_and_a_bad_fold_is_caught(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = get_config("tiny")
+    cfg = _tiny()
     gen = _trained_like(Generator(cfg, DEFAULT_CONTRACT), seed=3)
     res = export_generator(gen, DEFAULT_CONTRACT, tmp_path / "f.onnx", latent_dim=cfg.latent_dim, knobs=[])
     plain = export_generator(gen, DEFAULT_CONTRACT, tmp_path / "p.onnx", latent_dim=cfg.latent_dim, knobs=[],

@@ -233,3 +233,25 @@ def test_decode_magnitude_in_two_boxes_of_frames() -> None:
     assert np.any(got[:, 12:200, c.low_bins + int(cols[29]) : body])  # bins between bands 29 and 30
     assert not np.any(got[:, 12:, body:])
     assert np.any(got[:, :12, body:])  # the attack's box reaches higher
+
+
+def test_unpooling_blocks_cover_every_band_a_bin_reads() -> None:
+    """The blocked unpooling product (decode_magnitude's) skips only exact zeros of the interpolation matrix:
+    each block of bins lists every band its bins read, the blocks tile the high bins, and a box of any width
+    unpools to the full product's values."""
+    from kickit.spectral import _tables, _unpool_box
+
+    c = DEFAULT_CONTRACT
+    t = _tables(c)
+    n_high = c.n_bins - c.low_bins
+    assert [b[0] for b in t.unpool_blocks] == list(range(0, n_high, t.unpool_blocks[0][1]))
+    assert t.unpool_blocks[-1][1] == n_high
+    for c0, c1, b0, b1 in t.unpool_blocks:
+        block = t.interp64[:, c0:c1]
+        assert not block[:b0].any() and not block[b1:].any()
+        assert block[b0].any() and block[b1 - 1].any()  # no band listed that the block does not read
+    rng = np.random.default_rng(4)
+    bands = rng.uniform(-120.0, 6.0, (40, c.bands)).astype(np.float32)
+    for width in (1, 37, 128, 129, 500, n_high):
+        got = _unpool_box(bands, t.interp32, width, t)
+        np.testing.assert_allclose(got, bands @ t.interp32[:, :width], rtol=1e-6, atol=1e-4)
