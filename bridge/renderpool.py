@@ -88,7 +88,10 @@ class ProcessSource:
         self.reexport_of = self.local.reexport_of
         self.knobs, self.rate, self.model_rate = self.local.knobs, self.local.rate, self.local.model_rate
         ctx = mp.get_context("spawn")
-        self._free: queue.Queue[tuple[mp.process.BaseProcess, Connection]] = queue.Queue()
+        # the free children, the one that finished last on top: a lone render (a knob move) goes to the child
+        # whose caches still hold the last render's code and arrays, not to the one idle longest (a batch
+        # still takes every free child)
+        self._free: queue.Queue[tuple[mp.process.BaseProcess, Connection]] = queue.LifoQueue()
         self._all: list[tuple[mp.process.BaseProcess, Connection]] = []
         self._lock = threading.Lock()
         try:

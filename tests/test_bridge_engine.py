@@ -532,6 +532,11 @@ def test_render_processes_split_a_batch_and_serve_concurrent_renders(tiny_model_
         for t in threads:
             t.join(120)
         assert all(np.array_equal(got[i], want[i]) for i in range(12))
+        # one render at a time (knob moves): always the child that rendered last, whose caches are warm
+        sizes.clear()
+        for i in range(4):
+            ps.render(zs[i][:1])
+        assert len(sizes) == 4 and len({k for k, _n in sizes}) == 1
     finally:
         ps.close()
 

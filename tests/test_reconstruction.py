@@ -341,3 +341,21 @@ def test_synthesis_runs_and_decimation_factors() -> None:
     assert reconstruction.synthesis_runs(C, reach) == [(0, 10, 1), (10, 45, 2), (45, 148, 8)]
     assert reconstruction.synthesis_runs(C, np.array([1025] * 3 + [50] * 20)) == [(0, 3, 1), (3, 23, 8)]
     assert reconstruction.synthesis_runs(C, np.array([90] * 12)) == [(0, 12, 8)]
+
+
+@pytest.mark.parametrize("sounding", [0.0, 0.05, 0.3, 0.9])
+def test_unit_phase_is_computed_where_the_mid_sounds(sounding: float) -> None:
+    """PGHI's unit phases are exp(i phase) wherever the magnitude sounds, whether the box is mostly silent (only
+    the sounding cells are computed, the rest stay zero) or mostly sounding (the whole box)."""
+    rng = np.random.default_rng(2)
+    phase = rng.uniform(-50.0, 50.0, (40, 70)).astype(np.float32)
+    mag = np.where(rng.random((40, 70)) < sounding, rng.uniform(0.1, 1.0, (40, 70)), 0.0).astype(np.float32)
+    full = reconstruction._cis(phase)
+    wide = np.zeros((40, 90), dtype=np.float32)  # also as a tail box: the strided view of a wider grid
+    wide[:, :70] = mag
+    for m, out in ((mag, None), (mag, np.zeros((40, 70), dtype=np.complex64)), (wide[:, :70], None)):
+        got = reconstruction._cis_sounding(phase, m, out)
+        assert got.dtype == np.complex64 and (out is None or got is out)
+        assert np.array_equal(got[mag > 0], full[mag > 0])
+        if sounding < reconstruction.SPARSE_CIS:
+            assert not got[mag == 0].any()
