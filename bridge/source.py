@@ -24,11 +24,6 @@ def same_model(source: object, weights_hash: str) -> bool:
     return weights_hash == getattr(source, "weights_hash", None) or weights_hash in getattr(source, "reexport_of", ())
 
 
-def _reexport_of(model: ModelFile) -> tuple[str, ...]:
-    earlier = model.training.get("reexport_of", [])
-    return tuple(h for h in earlier if isinstance(h, str)) if isinstance(earlier, list) else ()
-
-
 class HitSource(Protocol):
     name: str
     weights_hash: str
@@ -58,7 +53,7 @@ class ModelSource:
         self.name = model.path.name
         self.path = model.path
         self.weights_hash = model.weights_hash
-        self.reexport_of = _reexport_of(model)  # earlier exports of the same generator (presets made with them)
+        self.reexport_of = model.reexport_of  # earlier exports of the same generator (presets made with them)
         self.latent_dim = model.latent_dim
         self.knobs = list(model.knobs)
         self.model_rate = model.contract.sample_rate

@@ -99,11 +99,7 @@ def knobs_from(path: str | os.PathLike[str], generator: torch.nn.Module, latent_
     if not p.ok:
         raise ExportError(f"{path}: not an export of this generator (max |its output - the generator's| = "
                           f"{p.max_abs_diff:.3g} > {p.tolerance:g}); its knobs would move another sound")
-    training = dict(model.training)
-    earlier = training.get("reexport_of", [])
-    hashes = [model.weights_hash, *(h for h in earlier if isinstance(h, str))] if isinstance(earlier, list) \
-        else [model.weights_hash]
-    training["reexport_of"] = list(dict.fromkeys(hashes))
+    training = {**model.training, "reexport_of": list(dict.fromkeys([model.weights_hash, *model.reexport_of]))}
     return list(model.knobs), training
 
 

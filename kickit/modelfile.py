@@ -133,6 +133,14 @@ class ModelFile:
     encoder_problem: str | None = None  # why a named encoder cannot be used (the file is missing)
 
     @property
+    def reexport_of(self) -> tuple[str, ...]:
+        """Weights hashes of the earlier exports of this same generator that this file re-exports (the training
+        summary's ``reexport_of``, written by ``kickit export --keep-knobs`` after a parity check): files that
+        play the same kicks. Non-string entries are ignored."""
+        earlier = self.training.get("reexport_of", [])
+        return tuple(h for h in earlier if isinstance(h, str)) if isinstance(earlier, list) else ()
+
+    @property
     def can_encode(self) -> bool:
         """True when the model has a loaded, validated companion encoder (``encode_scaled`` works)."""
         return self.encoder_session is not None
