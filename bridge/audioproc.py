@@ -12,9 +12,15 @@ in a child process whose only busy thread is the callback:
 * The child's :class:`SharedMixer` is the engine's :class:`kickit.bridge.voices.Mixer` reading that ring: it
   copies a new hit's samples from its slot into the voice's own preallocated buffer and mixes exactly as in
   process (the same blocks bit for bit, tested).
-* Counters (xruns, overruns, voices, note latency) come back over a pipe on request; the child's device
-  handling (lost device, reconnect by name) is DeviceSink's own. A child that dies is started again with the
-  same ring (events pushed meanwhile play late or are dropped and counted; the pads are untouched).
+* Counters (xruns, overruns, voices, note latency) come back through :class:`SharedStats`: the bridge asks,
+  and the callback itself copies them into shared memory at its next period. No other thread of the child
+  wakes while it plays: its main thread blocks on a pipe the bridge only uses when the callback does not
+  answer (a lost device: then the pipe brings the full counters and makes the child look at its stream), and
+  its device watch (DeviceSink's, reconnect by name) waits for a loss without polling. Why: any thread of
+  this process that wakes takes the GIL for a moment, and when the scheduler leaves it waiting behind another
+  process while it holds it, the callback waits too (traced with the kernel's scheduler events: a
+  device-watch wake-up held the callback 2.3 ms; docs/reliability.md). A child that dies is started again
+  with the same ring (events pushed meanwhile play late or are dropped and counted; the pads are untouched).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from kickit.bridge import memory, proctitle
-from kickit.bridge.outputs import DeviceSink, OutputError, _sd, release_portaudio
+from kickit.bridge.outputs import CallbackTiming, DeviceSink, OutputError, _sd, release_portaudio
 from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, RELEASE_SAMPLES, Mixer
 
 log = logging.getLogger("kickit.bridge")
@@ -131,6 +137,100 @@ class SharedEventRing:
                 pass
 
 
+class SharedStats:
+    """The audio process's counters in a small shared memory block, copied there by the callback on request.
+
+    Layout (float64): the bridge's request number, the number the callback last answered, the counters in
+    :attr:`FIELDS` order, then the mixer's recent note latencies. The bridge writes only the request number,
+    the callback only the rest; a fence orders the counters before the answer that publishes them."""
+
+    FIELDS = ("callbacks", "xruns", "output_callback_errors", "callback_overruns", "callback_overruns_waiting",
+              "callback_max_ms", "callback_wait_max_ms", "reconnects", "output_latency_ms", "failing", "voices",
+              "max_voices", "stolen", "notes", "callback_errors", "latencies")
+    LATENCIES = 512  # as many as Mixer keeps
+    LOG = CallbackTiming.LOG  # the callback's recent overruns, 3 numbers each
+
+    def __init__(self, name: str | None = None) -> None:
+        n = 2 + len(self.FIELDS) + self.LATENCIES + 3 * self.LOG
+        self.owner = name is None
+        self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=n * 8 if self.owner else 0)
+        self.a: Any = np.ndarray((n,), dtype=np.float64, buffer=self.shm.buf)
+        if self.owner:
+            self.a[:] = 0.0
+        self.values: Any = self.a[2:2 + len(self.FIELDS)]
+        self.lat: Any = self.a[2 + len(self.FIELDS):2 + len(self.FIELDS) + self.LATENCIES]
+        self.log: Any = self.a[2 + len(self.FIELDS) + self.LATENCIES:].reshape(self.LOG, 3)
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    # ----- the callback's side (the audio process) --------------------------------------------------
+    def requested(self) -> bool:
+        a = self.a
+        return bool(a[0] != a[1])
+
+    def publish(self, sink: Any, mixer: Mixer) -> None:
+        """Answer the pending request (called by the callback, after mixing: a few microseconds)."""
+        a = self.a
+        request = a[0]
+        t = sink.timing
+        latency = sink.latency_ms if sink.stream is not None and sink.latency_ms is not None else np.nan
+        self.values[:] = (sink.callbacks, sink.xruns, sink.callback_errors, t.overruns, t.overruns_waiting,
+                          t.max_s * 1e3, t.wait_max_s * 1e3, sink.reconnects, latency,
+                          1.0 if sink.error else 0.0, mixer.active(), mixer.max_voices, mixer.stolen,
+                          mixer.notes_started, mixer.callback_errors, mixer._lat_count)
+        np.copyto(self.lat[:len(mixer._lat)], mixer._lat)
+        np.copyto(self.log, t.log)
+        _fence()
+        a[1] = request
+
+    # ----- the bridge's side ------------------------------------------------------------------------
+    def read(self, timeout: float = 0.05) -> dict[str, Any] | None:
+        """Ask the callback for its counters and wait up to ``timeout`` s for the answer (one period when the
+        stream plays). None when it does not come (the callback is not running: the device is gone) or when
+        the child reports a device error (whose text only the pipe carries)."""
+        with self._lock:
+            a = self.a
+            if a is None:  # closed
+                return None
+            request = a[0] + 1
+            a[0] = request
+            deadline = time.monotonic() + timeout
+            while a[1] != request:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.0005)
+            _fence()
+            v = dict(zip(self.FIELDS, (float(x) for x in self.values), strict=True))
+            lat = self.lat.copy()
+            log = self.log.copy()
+        if v["failing"]:
+            return None
+        n = min(int(v["latencies"]), self.LATENCIES)
+        latency = v["output_latency_ms"]
+        ints = ("callbacks", "xruns", "output_callback_errors", "callback_overruns", "callback_overruns_waiting",
+                "reconnects", "voices", "max_voices", "stolen", "notes", "callback_errors")
+        out: dict[str, Any] = {k: int(v[k]) for k in ints}
+        out.update(callback_max_ms=v["callback_max_ms"], callback_wait_max_ms=v["callback_wait_max_ms"],
+                   output_latency_ms=None if np.isnan(latency) else latency, output_error=None,
+                   note_latency_ms_p99=float(np.percentile(lat[:n], 99)) * 1e3 if n else None)
+        k, total = min(out["callback_overruns"], self.LOG), out["callback_overruns"]
+        out["callback_overrun_log"] = [[float(x) for x in log[(total - k + i) % self.LOG]] for i in range(k)]
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self.a = self.values = self.lat = self.log = None
+        self.shm.close()
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
 class SharedMixer(Mixer):
     """:class:`Mixer` fed by a :class:`SharedEventRing`: a new hit is copied from its slot into the voice's
     preallocated buffer (the callback allocates no audio buffer), then mixed as in :class:`Mixer`."""
@@ -209,17 +309,25 @@ def warm_up(slot_frames: int, voices: int, max_block: int, choke: bool, block: i
         ring.close()
 
 
-def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str | None, block: int, voices: int,
-           max_block: int, choke: bool) -> None:
+def _child(conn: Connection, spec: tuple[int, int, str], stats_name: str, rate: int, device: str | None, block: int,
+           voices: int, max_block: int, choke: bool) -> None:
     proctitle.set_name(proctitle.AUDIO)
     ring = SharedEventRing(*spec[:2], name=spec[2])
+    stats = SharedStats(stats_name)
     try:
         warm_up(ring.slot_frames, voices, max_block, choke, block)
     except Exception:  # e.g. no room for its private ring: the first notes then take those pages, nothing else
         pass
     mixer = SharedMixer(ring, voices, max_block, choke)
-    host = SimpleNamespace(rate=rate, config=SimpleNamespace(max_block=max_block), process=mixer.process)
-    sink = DeviceSink(host, device, block)  # type: ignore[arg-type]
+    mix = mixer.process
+
+    def process(out: np.ndarray) -> None:
+        mix(out)
+        if stats.requested():
+            stats.publish(sink, mixer)
+
+    host = SimpleNamespace(rate=rate, config=SimpleNamespace(max_block=max_block), process=process)
+    sink = DeviceSink(host, device, block, poll=None)  # type: ignore[arg-type]
     try:
         _sd()  # sounddevice loaded before the freeze below (OutputError when PortAudio is missing)
         # the ~24 000 objects of the imports out of the collector's reach before the callback runs: a full
@@ -229,6 +337,7 @@ def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str 
     except Exception as e:  # OutputError and anything PortAudio raises: reported, the parent refuses
         conn.send(("error", f"{e}"))
         ring.close()
+        stats.close()
         return
     conn.send(("ready", sink.device_name))
     try:
@@ -237,7 +346,8 @@ def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str 
                 msg = conn.recv()
             except (EOFError, OSError):
                 break  # the bridge is gone
-            if msg == "counters":
+            if msg == "counters":  # the callback did not answer: look at the stream, then say everything
+                sink.check()
                 conn.send({**sink.counters(), **mixer.counters()})
             else:
                 break
@@ -245,6 +355,7 @@ def _child(conn: Connection, spec: tuple[int, int, str], rate: int, device: str 
         sink.stop()
         mixer.shared = None  # type: ignore[assignment]
         ring.close()
+        stats.close()
 
 
 class AudioProcessSink:
@@ -256,9 +367,11 @@ class AudioProcessSink:
         self.engine = engine
         self.device, self.block, self.slots = device, int(block), int(slots)
         self.ring: SharedEventRing | None = None
+        self.stats: SharedStats | None = None
         self.proc: mp.process.BaseProcess | None = None
         self.conn: Connection | None = None
         self.restarts = 0
+        self.pipe_requests = 0  # counters asked through the pipe (the callback did not answer): each wakes the child
         self.device_name = "?"
         self.error: str | None = None
         self._pipe = threading.Lock()
@@ -272,12 +385,12 @@ class AudioProcessSink:
         return max([*lengths, self.engine.rate])  # at least a second: a later model's hits fit too
 
     def _spawn(self) -> None:
-        assert self.ring is not None
+        assert self.ring is not None and self.stats is not None
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         cfg = self.engine.config
-        proc = ctx.Process(target=_child, args=(child, self.ring.spec(), self.engine.rate, self.device, self.block,
-                                                cfg.voices, cfg.max_block, cfg.choke),
+        proc = ctx.Process(target=_child, args=(child, self.ring.spec(), self.stats.name, self.engine.rate,
+                                                self.device, self.block, cfg.voices, cfg.max_block, cfg.choke),
                            name="kickit-audio", daemon=True)
         proc.start()
         child.close()
@@ -297,11 +410,13 @@ class AudioProcessSink:
         self._stopping = False
         release_portaudio()  # this process plays nothing: no client of the audio server left to outlive it
         self.ring = SharedEventRing(self.slots, self._slot_frames())
+        self.stats = SharedStats()
         try:
             self._spawn()
         except BaseException:
             self.ring.close()
-            self.ring = None
+            self.stats.close()
+            self.ring = self.stats = None
             raise
         self._engine_ring = self.engine.ring
         self.engine.ring = self.ring  # from now on the engine's events go to the child
@@ -312,7 +427,13 @@ class AudioProcessSink:
         while not self._stopping:
             time.sleep(0.5)
             proc = self.proc
-            if self._stopping or proc is None or proc.is_alive():
+            if self._stopping or proc is None:
+                continue
+            if proc.is_alive():
+                # the callback answers at its next period while the device plays; when it does not, the pipe
+                # wakes the child to look at its stream (a stopped one is reconnected by its device watch)
+                if self.stats is not None and self.stats.read() is None:
+                    self._ask()
                 continue
             self.error = f"the audio process died (exit code {proc.exitcode}); starting it again"
             log.error("%s", self.error)
@@ -359,18 +480,40 @@ class AudioProcessSink:
                 self.engine.ring = self._engine_ring  # events after the stop go nowhere audible, never to a freed ring
             self.ring.close()
             self.ring = None
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
 
     def describe(self) -> str:
         return (f"audio device {self.device_name!r} at {self.engine.rate} Hz, block {self.block} "
                 "(audio process)")
 
     def counters(self) -> dict[str, Any]:
-        """The child's device and mixer counters (the last known ones when it does not answer in time)."""
+        """The child's device and mixer counters: from its callback while it plays (:class:`SharedStats`),
+        else through the pipe; the last known ones when neither answers in time."""
+        stats = self.stats
+        got = stats.read() if stats is not None and self.proc is not None else None
+        if got is None:
+            got = self._ask()
+        if got is not None:
+            self._last = got
+        out = dict(self._last)
+        ring = self.ring
+        out.update(audio_process_restarts=self.restarts, audio_pipe_requests=self.pipe_requests,
+                   ring_truncated=ring.truncated if ring else 0)
+        if self.error:
+            out["output_error"] = self.error
+        return out
+
+    def _ask(self) -> dict[str, Any] | None:
+        """The full counters through the pipe (the child looks at its stream first); None when it does not
+        answer within a second."""
         got: dict[str, Any] | None = None
         if self._pipe.acquire(timeout=1.0):
             try:
                 conn = self.conn
                 if conn is not None:
+                    self.pipe_requests += 1
                     conn.send("counters")
                     if conn.poll(1.0):
                         got = conn.recv()
@@ -378,11 +521,4 @@ class AudioProcessSink:
                 got = None
             finally:
                 self._pipe.release()
-        if got is not None:
-            self._last = got
-        out = dict(self._last)
-        ring = self.ring
-        out.update(audio_process_restarts=self.restarts, ring_truncated=ring.truncated if ring else 0)
-        if self.error:
-            out["output_error"] = self.error
-        return out
+        return got

@@ -22,7 +22,15 @@ from time import perf_counter
 from typing import Any
 
 from kickit.bridge import memory
-from kickit.bridge.outputs import SWITCH_INTERVAL, CallbackTiming, find_output_device, host_wait
+from kickit.bridge.outputs import (
+    SWITCH_INTERVAL,
+    CallbackTiming,
+    find_output_device,
+    host_wait,
+    use_jack_client_name,
+)
+
+JACK_NAME = "kickit-bare"  # its client's name on a JACK server (the server's xrun reports name it)
 
 
 def serve(block: int, device: str | None = None) -> int:
@@ -30,6 +38,7 @@ def serve(block: int, device: str | None = None) -> int:
 
     timing = CallbackTiming()
     state: dict[str, Any] = {"stream": None, "callbacks": 0, "xruns": 0, "errors": 0}
+    use_jack_client_name(JACK_NAME)
     idx, info = find_output_device(device)
     rate = int(round(info["default_samplerate"]))
 
@@ -44,7 +53,8 @@ def serve(block: int, device: str | None = None) -> int:
             outdata.fill(0.0)
         except Exception:
             state["errors"] += 1
-        timing.record(wait, perf_counter() - t0, frames / rate)
+        end = perf_counter()
+        timing.record(wait, end - t0, frames / rate, end)
 
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))  # as the bridge (DeviceSink.start)
     memory.settle()  # as the bridge's audio process: no full collection of the imports' objects while playing

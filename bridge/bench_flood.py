@@ -27,6 +27,8 @@ import numpy as np
 from kickit.bridge import bench_latency
 from kickit.bridge.bareclient import BareClient
 from kickit.bridge.bench_soak import growth
+from kickit.bridge.outputs import JACK_CLIENT, SWITCH_INTERVAL
+from kickit.bridge.stalls import StallWatch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +85,8 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
     del eng
 
     server = DummyJack(sample_rate, period).start()
+    switch = sys.getswitchinterval()  # the probe's callback takes this process's GIL: hand it over fast
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     bridge = probe = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -94,8 +98,11 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
     flood = None
     deaf = None
     bare: BareClient | None = None
+    watch: StallWatch | None = None
     alive = False
     try:
+        watch = StallWatch()  # the machine's own stalls, per CPU: first without the bridge, then under it
+        quiet = bench_latency.stall_baseline(watch, baseline)
         osc_port = bench_latency._free_udp_port()
         deaf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the control run's target: bound, never read
         deaf.bind(("127.0.0.1", 0))
@@ -109,7 +116,7 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
             env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         probe = JackProbe(server.name, seconds=seconds + 10)
         midi = probe.find_port("kickit", midi=True, is_input=True, timeout=120)
-        outs = probe.find_port("PortAudio", is_output=True, timeout=10)
+        outs = probe.find_port(f"{JACK_CLIENT}:", is_output=True, timeout=10)
         if not midi or len(outs) < 2:
             raise RuntimeError("the bridge did not open its JACK ports in time")
         probe.activate(outs[:2], midi[0])
@@ -122,7 +129,9 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         time.sleep(baseline)  # idle: the machine's own xrun rate
         before, bare1 = bench_latency._status(sock, osc_port), bare.counters()
         idle_bridge, idle_server = int(before.get("xruns", 0)) - int(s0.get("xruns", 0)), probe.xruns - x0
-        x1 = probe.xruns
+        x1, log_mark = probe.xruns, server.mark()
+        watch.collect()
+        pc0 = time.perf_counter()
         probe.start_capture()
         t0 = time.monotonic()
         go.set()
@@ -136,6 +145,11 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         flood_end = time.monotonic()
         probe.capturing = False
         server_xruns = probe.xruns - x1
+        pc1 = time.perf_counter()
+        stalls = watch.collect() if watch.realtime else None
+        causes = bench_latency.attribute(server.xruns_since(log_mark), stalls, period / sample_rate,
+                                         list(probe.late_finishes))
+        machine = bench_latency.stall_summary(watch, stalls, pc1 - pc0, quiet)
         bare2 = bare.counters()
         # a valid message right after the flood: how long until it is answered
         rtts = []
@@ -153,6 +167,9 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
             rtts.append((time.perf_counter() - t) * 1e3)
         after = json.loads(data[data.index(b"{"):].rstrip(b"\x00").decode())
         first_after_s = time.monotonic() - flood_end
+        bare_log = {o[0]: o for b in (bare1, bare2) for o in b.get("callback_overrun_log") or []}
+        split = {"bridge": bench_latency.split_overruns(after.get("callback_overrun_log") or [], stalls, pc0, pc1),
+                 "bare": bench_latency.split_overruns(list(bare_log.values()), stalls, pc0, pc1)}
     finally:
         if flood is not None and flood.is_alive():
             flood.terminate()
@@ -161,12 +178,15 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
             deaf.close()
         if bare is not None:
             bare.close()
+        if watch is not None:
+            watch.close()
         if probe is not None:
             probe.close()
         if bridge is not None:
             alive = bridge.poll() is None
         err = bench_latency.stop_bridge(bridge, errlog)
-        server.stop()
+        server.close()
+        sys.setswitchinterval(switch)
     notes, latencies, exact = bench_latency.match_notes(probe, expected)
     heard = len(latencies)
     delta, slope = growth(rss)
@@ -178,7 +198,8 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         "osc_errors": after.get("osc_errors", 0), "notes_sent": notes, "notes_heard": heard,
         "notes_bit_exact": exact, "bridge_xruns": int(after.get("xruns", 0)) - int(before.get("xruns", 0)),
         **bench_latency.overruns(s0, before, after, bare0, bare1, bare2),
-        "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_bridge_xruns": idle_bridge,
+        "server_xruns": server_xruns, "xrun_causes": causes, "machine_stalls": machine,
+        "callback_overrun_split": split, "baseline_seconds": baseline, "idle_bridge_xruns": idle_bridge,
         "idle_server_xruns": idle_server, "callback_errors": after.get("callback_errors"),
         "output_callback_errors": after.get("output_callback_errors"), "ring_dropped": after.get("ring_dropped"),
         "rss_start_mib": rss[0][1] / 1024 if rss else float("nan"), "rss_growth_mib": delta,
@@ -205,9 +226,7 @@ def report(r: dict) -> str:
         f"{r['osc_dropped']} / {r['osc_errors']} | errors 0 |\n"
         f"| notes sent / heard / bit-exact | {r['notes_sent']} / {r['notes_heard']} / {r['notes_bit_exact']} "
         "| all |\n"
-        f"| xruns caused by the bridge during the flood (callbacks whose GIL wait + mixing overran the period) | "
-        f"{r.get('bridge_overruns', '-')} | 0 |\n"
-        + bench_latency.control_rows(r, "during the flood") +
+        + bench_latency.xrun_rows(r, "during the flood") + bench_latency.control_rows(r, "during the flood") +
         f"| xruns flagged to the bridge (any cause) during the flood / in {r['baseline_seconds']:.0f} s idle "
         f"before | {r['bridge_xruns']} / {r['idle_bridge_xruns']} | |\n"
         f"| server xruns during the flood / idle | {r['server_xruns']} / {r['idle_server_xruns']} | |\n"

@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kickit.bridge.bareclient import JACK_NAME as BARE_NAME
 from kickit.bridge.bareclient import BareClient
+from kickit.bridge.jackprobe import NOT_RUN, ServerXrun, client_matches
+from kickit.bridge.midi_in import DEFAULT_VIRTUAL_NAME
+from kickit.bridge.outputs import JACK_CLIENT, SWITCH_INTERVAL
+from kickit.bridge.stalls import StallWatch
 
 from kickit.benchdoc import write_section
 
@@ -176,6 +181,126 @@ def overruns(idle0: dict[str, Any], before: dict[str, Any], after: dict[str, Any
             "bare_overruns_waiting": _delta(bare2, bare1, "callback_overruns_waiting")}
 
 
+ROLES = {"bridge audio": JACK_CLIENT, "bridge MIDI": DEFAULT_VIRTUAL_NAME, "probe": "kickit-probe",
+         "bare client": BARE_NAME}
+
+
+def attribute(events: list[ServerXrun], stalls: list[tuple[float, float]] | None = None,
+              period_s: float = 128 / 44100, probe_late: list[tuple[float, int]] | None = None) -> dict[str, Any]:
+    """The JACK server's xrun reports over a run, counted by who made them (:meth:`ServerXrun.causes`): the
+    bridge's audio client or its MIDI client (the benchmark's bridge uses the virtual port's default name),
+    the probe, the bare control client, nobody run in time ("not run"), or another client. ``bridge`` is the
+    first two together, ``reports`` the number of xruns the server reported. With the machine's ``stalls``
+    (:class:`kickit.bridge.stalls.StallWatch`), ``during_stall`` counts, per role, the xruns whose late cycle
+    overlapped a stall of the machine (from three periods before the server's report was read to that moment),
+    and ``bridge_own`` is the bridge's xruns without one: the ones it caused itself. None when the stalls were
+    not measured. The bridge's MIDI client runs after the probe in the graph (the probe sends it the notes):
+    with ``probe_late`` (:attr:`JackProbe.late_finishes`), an xrun of that client in a cycle the probe itself
+    finished late is the probe's ("probe" in ``behind_probe``), not the bridge's."""
+    roles = [*ROLES, "not run", "other"]
+    out: dict[str, Any] = dict.fromkeys(roles, 0)
+    during = dict.fromkeys(roles, 0)
+    behind = 0
+    for event in events:
+        stamp = event.stamp
+        window = (stamp - 3 * period_s - 0.001, stamp) if stamp is not None else None
+        stalled = stalls is not None and window is not None and any(
+            s < window[1] and s + d > window[0] for s, d in stalls)
+        for client in event.causes():
+            role = "not run" if client == NOT_RUN else next(
+                (k for k, name in ROLES.items() if client_matches(client, name)), "other")
+            if role == "bridge MIDI" and not stalled and window is not None and probe_late is not None and any(
+                    window[0] <= t <= window[1] for t, _ in probe_late):
+                behind += 1
+                continue
+            out[role] += 1
+            during[role] += int(stalled)
+    bridge = out["bridge audio"] + out["bridge MIDI"]
+    own = None if stalls is None else bridge - during["bridge audio"] - during["bridge MIDI"]
+    return {**out, "bridge": bridge, "reports": len(events), "during_stall": during if stalls is not None else None,
+            "bridge_own": own, "behind_probe": behind}
+
+
+def stall_baseline(watch: Any, seconds: float) -> float | None:
+    """The machine's stalls per minute with only the JACK server running (before the bridge starts): whether
+    the bridge's load adds stalls of its own. None when the detector is not real-time."""
+    watch.collect()
+    time.sleep(seconds)
+    n = len(watch.collect())
+    return n * 60.0 / seconds if watch.realtime else None
+
+
+def stall_summary(watch: Any, stalls: list[tuple[float, float]] | None, seconds: float = 0.0,
+                  quiet_per_min: float | None = None) -> dict[str, Any]:
+    """The report's figures on the machine's stalls over a run of ``seconds`` (and, for comparison, the rate
+    measured before the bridge started)."""
+    d = [x for _, x in stalls or []]
+    # the share of the run in which an xrun would count as "in a stall" (attribute's window around each one):
+    # the chance that an xrun with nothing to do with a stall is excused by accident
+    cover = min(1.0, sum(x + 3 * 128 / 44100 + 0.001 for x in d) / seconds) if seconds > 0 else None
+    return {"realtime": bool(watch.realtime) and stalls is not None, "count": len(d),
+            "max_ms": max(d, default=0.0) * 1e3, "total_ms": sum(d) * 1e3, "cover": cover,
+            "per_min": len(d) * 60.0 / seconds if seconds > 0 else None, "quiet_per_min": quiet_per_min,
+            "policy": [i.get("policy") for i in watch.info]}
+
+
+def split_overruns(log: list[list[float]], stalls: list[tuple[float, float]] | None, t0: float,
+                   t1: float) -> tuple[int, int | None]:
+    """A callback's logged overruns between ``t0`` and ``t1`` (perf_counter): how many, and how many of them
+    overlapped a stall of the machine (:func:`kickit.bridge.stalls.during`; None when not measured)."""
+    from kickit.bridge.stalls import during
+
+    mine = [o for o in log if t0 <= o[0] <= t1]
+    return len(mine), None if stalls is None else sum(during(o, stalls) for o in mine)
+
+
+def xrun_rows(r: dict[str, Any], during: str, target: bool = True) -> str:
+    """The report's rows on xruns: the server's attribution (the target's measure), the machine's stalls, then
+    the callbacks' own view. ``target``: with the target column (a three-column table)."""
+    a = r.get("xrun_causes")
+    rows: list[tuple[str, str, str]] = []
+    if not a:
+        rows.append(("xruns caused by the bridge (the JACK server's reports)", "- (no server log)", "0"))
+    else:
+        own = a.get("bridge_own")
+        ok = "met" if (a["bridge"] if own is None else own) == 0 else "NOT met"
+        d = a.get("during_stall") or {}
+
+        def st(role: str) -> str:
+            return f" ({d[role]} in a stall)" if d else ""
+
+        rows.append((f"xruns caused by the bridge {during}: xruns the JACK server reported with the bridge's audio "
+                     "or MIDI client still running its cycle, less those whose late cycle overlapped a stall of "
+                     "the machine", f"**{'-' if own is None else own}** (reported {a['bridge']}: audio "
+                     f"{a['bridge audio']}{st('bridge audio')}, MIDI {a['bridge MIDI']}{st('bridge MIDI')})",
+                     f"0 ({ok})"))
+        behind = f"; the bridge's MIDI client late behind a late probe: {a['behind_probe']}" if a.get(
+            "behind_probe") else ""
+        rows.append((f"the other xruns the server reported {during}, by who was still running: the probe / the "
+                     "bare control client / no client run in time / another client",
+                     f"{a['probe']}{st('probe')} / {a['bare client']}{st('bare client')} / {a['not run']}"
+                     f"{st('not run')} / {a['other']} (of {a['reports']}){behind}", ""))
+    stalls = r.get("machine_stalls")
+    if stalls and stalls.get("realtime"):
+        rate = "" if stalls.get("per_min") is None else f"; {stalls['per_min']:.0f} per minute"
+        if stalls.get("quiet_per_min") is not None:
+            rate += f", {stalls['quiet_per_min']:.0f} per minute before the bridge started"
+        if stalls.get("cover") is not None:
+            rate += f"; an unrelated xrun would fall in one by chance {stalls['cover']:.1%} of the time"
+        rows.append(("the machine's stalls over the run: a CPU giving nothing for more than 1 ms to a real-time "
+                     "thread above the audio clients (`kickit.bridge.stalls`)",
+                     f"{stalls['count']} (longest {stalls['max_ms']:.1f} ms, {stalls['total_ms']:.0f} ms in all"
+                     f"{rate})", ""))
+    else:
+        rows.append(("the machine's stalls over the run", "not measured (needs Linux and real-time priority)", ""))
+    cb = r.get("callback_overrun_split")
+    rows.append(("callbacks timed from inside, periods whose GIL wait + mixing overran: the bridge's / the bare "
+                 "client's", f"{cb['bridge'][0]} ({cb['bridge'][1]} in a stall) / {cb['bare'][0]} "
+                 f"({cb['bare'][1]} in a stall)" if cb else
+                 f"{r.get('bridge_overruns', '-')} / {r.get('bare_overruns', '-')}", ""))
+    return "".join(f"| {m} | {v} | {t} |\n" if target else f"| {m} | {v} |\n" for m, v, t in rows)
+
+
 def control_rows(r: dict[str, Any], during: str) -> str:
     """The report's rows for the control: the bare client's overruns ``during`` the run, then both idle."""
     return (f"| control: overruns of a bare Python audio client on the same server {during} (the machine's own) "
@@ -209,6 +334,9 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
     del eng
 
     server = DummyJack(rate, period).start()
+    # the probe's process callback takes this process's GIL: hand it over as fast as the bridge does
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     bridge = None
     probe = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -216,7 +344,10 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
     sock.settimeout(0.5)
     errlog = tempfile.TemporaryFile()
     bare: BareClient | None = None
+    watch: StallWatch | None = None
     try:
+        watch = StallWatch()  # the machine's own stalls, per CPU: first without the bridge, then under it
+        quiet = stall_baseline(watch, baseline)
         osc_port = _free_udp_port()
         env = dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
         bridge = subprocess.Popen(
@@ -226,7 +357,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
             env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         probe = JackProbe(server.name, seconds=seconds + 10)
         midi = probe.find_port("kickit", midi=True, is_input=True, timeout=120)
-        outs = probe.find_port("PortAudio", is_output=True, timeout=10)
+        outs = probe.find_port(f"{JACK_CLIENT}:", is_output=True, timeout=10)
         if not midi or len(outs) < 2:
             raise RuntimeError("the bridge did not open its JACK ports in time")
         probe.activate(outs[:2], midi[0])
@@ -238,7 +369,9 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         before, bare1 = _status(sock, osc_port), bare.counters()
         idle_server, idle_bridge = probe.xruns - server0, _delta(before, status0, "xruns")
         rest_before = _at_rest(bridge.pid, rest)
-        server_xruns0 = probe.xruns
+        server_xruns0, log_mark = probe.xruns, server.mark()
+        watch.collect()  # from here on
+        pc0 = time.perf_counter()
         probe.start_capture()
         rng = np.random.default_rng(0)
         t0 = time.monotonic()
@@ -259,6 +392,14 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         probe.capturing = False
         after, bare2 = _status(sock, osc_port), bare.counters()
         server_xruns = probe.xruns - server_xruns0
+        pc1 = time.perf_counter()
+        stalls = watch.collect() if watch.realtime else None
+        causes = attribute(server.xruns_since(log_mark), stalls, period / rate, list(probe.late_finishes))
+        poll.keep(after)
+        bare_log = {o[0]: o for b in (bare1, bare2) for o in b.get("callback_overrun_log") or []}
+        split = {"bridge": split_overruns(list(poll.overruns.values()), stalls, pc0, pc1),
+                 "bare": split_overruns(list(bare_log.values()), stalls, pc0, pc1)}
+        machine = stall_summary(watch, stalls, pc1 - pc0, quiet)
         rest_after = _at_rest(bridge.pid, rest)
     except RuntimeError as e:  # the bridge stopped answering: say in what state, with its last words
         state = "still running" if bridge is not None and bridge.poll() is None else (
@@ -271,10 +412,13 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         sock.close()
         if bare is not None:
             bare.close()
+        if watch is not None:
+            watch.close()
         if probe is not None:
             probe.close()
         err = stop_bridge(bridge, errlog) if not errlog.closed else ""
-        server.stop()
+        server.close()
+        sys.setswitchinterval(switch)
     notes, latencies, exact = match_notes(probe, expected)
     lat = np.asarray(latencies, dtype=np.float64)
     return {
@@ -290,8 +434,9 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         "callback_max_ms": after.get("callback_max_ms"), "callback_wait_max_ms": after.get("callback_wait_max_ms"),
         "callback_max_before_ms": before.get("callback_max_ms"),
         "callback_wait_max_before_ms": before.get("callback_wait_max_ms"),
-        "server_xruns": server_xruns, "baseline_seconds": baseline, "idle_server_xruns": idle_server,
-        "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
+        "server_xruns": server_xruns, "xrun_causes": causes, "machine_stalls": machine,
+        "callback_overrun_split": split, "baseline_seconds": baseline,
+        "idle_server_xruns": idle_server, "idle_bridge_xruns": idle_bridge, "callback_errors": after.get("callback_errors"),
         "osc_dropped": after.get("osc_dropped"), "rss_kb": rss, "procs": procs, "rest_before": rest_before,
         "rest_after": rest_after, "rest_seconds": rest, "bridge_stderr_tail": (err or "").strip().splitlines()[-3:],
         **poll.summary(),
@@ -349,6 +494,7 @@ class StatusPoll:
         self.next, self.asked = t0, None
         self.replies: list[float] = []  # seconds from request to reply
         self.stalls: list[float] = []  # seconds into the run at which a request went unanswered for STALL_S
+        self.overruns: dict[float, list[float]] = {}  # the callback's logged overruns seen in the replies, by end
 
     def tick(self, now: float, t0: float) -> None:
         from kickit.bridge.oscmap import build
@@ -358,7 +504,10 @@ class StatusPoll:
         try:
             while True:
                 data, _ = self.sock.recvfrom(65536)
-                if self.asked is not None and _status_reply(data) is not None:
+                reply = _status_reply(data)
+                if reply is not None:
+                    self.keep(reply)
+                if self.asked is not None and reply is not None:
                     self.replies.append(now - self.asked)
                     self.asked = None
         except (BlockingIOError, InterruptedError):
@@ -373,6 +522,11 @@ class StatusPoll:
         if self.asked is None and now >= self.next:
             self.sock.sendto(build("/kickit/status"), ("127.0.0.1", self.port))
             self.asked, self.next = now, now + self.every
+
+    def keep(self, status: dict[str, Any]) -> None:
+        """Add a status reply's overrun log (the last few overruns of the callback) to :attr:`overruns`."""
+        for entry in status.get("callback_overrun_log") or []:
+            self.overruns[float(entry[0])] = [float(x) for x in entry]
 
     def summary(self) -> dict[str, Any]:
         r = np.asarray(self.replies, dtype=np.float64) * 1e3
@@ -470,9 +624,7 @@ def report(r: dict) -> str:
         f"| knob OSC -> new hit ready, p95 | {num(r['knob_ready_p95_ms'])} | <= 30 ms "
         f"({'met' if ok_knob else 'NOT met'}) |\n"
         f"| render per hit (inference + reconstruction), p50 | {num(r['render_ms_per_hit'])} | |\n"
-        f"| xruns caused by the bridge: callbacks whose GIL wait + mixing overran their period | "
-        f"{r.get('bridge_overruns', '-')} | 0 ({'met' if r.get('bridge_overruns') == 0 else 'NOT met'}) |\n"
-        + control_rows(r, "over the same seconds") +
+        + xrun_rows(r, "in the run") + control_rows(r, "over the same seconds") +
         f"| longest callback (mixing) / longest wait for the GIL: at the end; before the traffic (start-up) | "
         f"{num(r.get('callback_max_ms'))} / {num(r.get('callback_wait_max_ms'))}; "
         f"{num(r.get('callback_max_before_ms'))} / {num(r.get('callback_wait_max_before_ms'))} | |\n"
@@ -484,14 +636,19 @@ def report(r: dict) -> str:
         + status_row(r, "| |") + "\n"
         "Note-on latency counts from the start of the JACK cycle in which the probe wrote the MIDI event to "
         "the first sample of the hit in the captured output (one period is the floor: the bridge's audio "
-        "runs before the MIDI port in the JACK graph). Xruns on a shared 2-core machine include other "
-        "processes' load; the server count is machine-wide; the idle baseline shows the rate without traffic. "
-        "An xrun is the bridge's when its callback, from the host API's call (PortAudio's stream clock) to "
-        "its return, took longer than the period: the wait for the GIL (held by another bridge thread) plus "
-        "the mixing. Xruns flagged while every callback finished in time come from outside the bridge "
-        "(the server or the machine not running the cycle in time). The control (`kickit.bridge.bareclient`) "
-        "times a callback that only writes silence, in a process that does nothing else, with the same measure: "
-        "what the machine alone does to a Python audio callback.\n"
+        "runs before the MIDI port in the JACK graph). An xrun is the bridge's when the JACK server, whose log "
+        "names every client that had not finished its cycle when the next was due, found the bridge's audio "
+        "client (`kickit-audio`) or its MIDI client (`kickit`) still running; clients merely triggered behind "
+        "a running one waited for it, and an xrun where no client was running is the machine's (nobody got a "
+        "CPU in time). So is one whose late cycle overlapped a stall of the machine: `kickit.bridge.stalls` runs "
+        "one detector per CPU, pinned, at a real-time priority above every audio client, waking every "
+        "millisecond, and a wake-up more than 1 ms late means that CPU gave nothing to anyone for that long (its "
+        "host stopped it, or the kernel was busy without preemption); the report gives the chance that an "
+        "unrelated xrun falls in one by accident. The probe (`kickit-probe`, a Python client in the benchmark's process) is the "
+        "measuring instrument; its own late cycles show in its row. The callback's inside view - from the host "
+        "API's call (PortAudio's stream clock) to its return, the wait for the GIL plus the mixing - and the "
+        "control (`kickit.bridge.bareclient`, a callback that only writes silence in a process that does "
+        "nothing else, timed the same way) are kept for comparison with earlier runs.\n"
     )
 
 

@@ -112,8 +112,7 @@ def report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"| notes sent / measured / bit-exact | {r['notes_sent']} / {r['notes_measured']} / "
         f"{r['notes_bit_exact']} |\n"
         f"| note-on -> first sample p99 | {r['note_p99_frames'] * per:.2f} ms |\n"
-        f"| xruns caused by the bridge (callbacks whose GIL wait + mixing overran the period) | "
-        f"{r.get('bridge_overruns', '-')} |\n"
+        + bench_latency.xrun_rows(r, "in the run", target=False) +
         f"| control: overruns of a bare Python audio client on the same server over the same seconds (the "
         f"machine's own) | {r.get('bare_overruns', '-')} of {r.get('bare_callbacks', '-')} callbacks |\n"
         f"| of those overruns, the ones whose wait alone was a period or more (before any mixing): bridge / bare "

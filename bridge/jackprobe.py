@@ -8,12 +8,14 @@ frame time; the captured audio is stored by absolute frame, so "note-on -> first
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,9 @@ class JackProbe:
         self._pending: deque[tuple[bytes, int]] = deque()
         self.sent: list[tuple[int, int]] = []  # (frame, tag) of every event written
         self.xruns = 0
+        # cycles the probe itself finished late (less than a quarter of the period left for the clients after it,
+        # e.g. the bridge's MIDI input): (perf_counter, frames since the cycle began) - the benchmark's own lateness
+        self.late_finishes: deque[tuple[float, int]] = deque(maxlen=100_000)
         self.capturing = False
         self._lock = threading.Lock()
         self.client.set_process_callback(self._process)
@@ -57,6 +62,9 @@ class JackProbe:
                 self.audio[0, pos:pos + frames] = self.inputs[0].get_array()
                 self.audio[1, pos:pos + frames] = self.inputs[1].get_array()
                 self.written = pos + frames
+        done = self.client.frames_since_cycle_start
+        if done > frames * 3 // 4:
+            self.late_finishes.append((time.perf_counter(), int(done)))
 
     def activate(self, audio_from: list[str], midi_to: str | None) -> None:
         """Activate and connect ``audio_from`` (two output ports) -> our inputs, our MIDI out -> ``midi_to``."""
@@ -98,6 +106,59 @@ def first_sample(audio: np.ndarray, start: int = 0, threshold: float = 1e-6) -> 
     return int(idx[0]) + start if len(idx) else None
 
 
+_XRUN = re.compile(r"XRun: client = (.+?) was not finished, state = (\w+)")
+NOT_RUN = "(no client was run in time)"
+
+
+class ServerXrun(list[tuple[str, str]]):
+    """One xrun the JACK server reported: (client, state) of every client that had not finished its cycle when
+    the next one was due, and ``stamp``: when its report was read (``perf_counter``; None from plain text)."""
+
+    stamp: float | None = None
+
+    def causes(self) -> set[str]:
+        """Who made it: the clients still "Running" (one "Triggered" behind them waited for them); when no
+        client was running, the machine - nobody had been given a CPU in time (:data:`NOT_RUN`)."""
+        return {client for client, state in self if state == "Running"} or {NOT_RUN}
+
+
+def server_xruns(log: str | list[tuple[float, str]]) -> list[ServerXrun]:
+    """The JACK server's own xrun reports from its log (jackd 1.9), as text or as (stamp, line) pairs: one
+    :class:`ServerXrun` per xrun. ``state`` is "Running" (it had started and was still at work: too slow, or
+    its thread was stopped inside its cycle) or "Triggered" (woken but not yet run: waiting for an earlier
+    client in the graph, or for a CPU)."""
+    lines = [(None, line) for line in log.splitlines()] if isinstance(log, str) else log
+    events: list[ServerXrun] = []
+    current = ServerXrun()
+    for stamp, line in lines:
+        m = _XRUN.search(line)
+        if m:
+            if not current:
+                current.stamp = stamp
+            current.append((m.group(1), m.group(2)))
+        elif current:
+            events.append(current)
+            current = ServerXrun()
+    if current:
+        events.append(current)
+    return events
+
+
+def xrun_causes(events: list[ServerXrun]) -> Counter[str]:
+    """Each xrun counted for the client(s) that made it (:meth:`ServerXrun.causes`); one with two running
+    clients counts for both."""
+    causes: Counter[str] = Counter()
+    for event in events:
+        for client in event.causes():
+            causes[client] += 1
+    return causes
+
+
+def client_matches(reported: str, name: str) -> bool:
+    """Whether a client name in the server's report is ``name`` (JACK appends "-NN" to a name already taken)."""
+    return re.fullmatch(re.escape(name) + r"(-\d+)?", reported) is not None
+
+
 def _die_with_parent() -> None:
     """Linux: the server gets SIGTERM when the benchmark dies (an interrupted run leaves no server behind)."""
     try:
@@ -110,12 +171,29 @@ def _die_with_parent() -> None:
 
 
 class DummyJack:
-    """``jackd -n NAME --realtime -d dummy -r RATE -p PERIOD`` started and stopped by the benchmark."""
+    """``jackd -n NAME --realtime -d dummy -r RATE -p PERIOD`` started and stopped by the benchmark. Its log is
+    read as it comes by a thread that stamps every line (``perf_counter``): the server's own xrun reports
+    (:meth:`xruns_since`), each with the moment it was reported (a pipe, so the thread only wakes when the
+    server writes)."""
 
     def __init__(self, rate: int = 44100, period: int = 128) -> None:
         self.name = f"kickit-bench-{uuid.uuid4().hex[:6]}"
         self.rate, self.period = rate, period
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lines: list[tuple[float, str]] = []
+        self._reader: threading.Thread | None = None
+
+    def _read(self, out: Any) -> None:
+        for raw in iter(out.readline, b""):
+            self.lines.append((time.perf_counter(), raw.decode("utf-8", "replace").rstrip("\n")))
+
+    def mark(self) -> int:
+        """The log's length now: :meth:`xruns_since` reads what came after."""
+        return len(self.lines)
+
+    def xruns_since(self, mark: int) -> list[ServerXrun]:
+        """The server's xrun reports logged after ``mark`` (:func:`server_xruns`)."""
+        return server_xruns(self.lines[mark:])
 
     def start(self) -> DummyJack:
         jackd = shutil.which("jackd")
@@ -123,8 +201,10 @@ class DummyJack:
             raise RuntimeError("jackd is not installed (see ../shared/rt/jack-dummy.sh)")
         rt = ["--realtime"] if os.geteuid() == 0 else ["--no-realtime"]
         self.proc = subprocess.Popen([jackd, "-n", self.name, *rt, "-d", "dummy", "-r", str(self.rate), "-p",
-                                      str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      str(self.period)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      preexec_fn=_die_with_parent)
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), name="jackd-log", daemon=True)
+        self._reader.start()
         env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         for _ in range(100):
             r = subprocess.run(["jack_lsp"], env=env, capture_output=True)
@@ -143,4 +223,11 @@ class DummyJack:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
         self.proc = None
+
+    def close(self) -> None:
+        """Stop the server (its log lines stay readable)."""
+        self.stop()

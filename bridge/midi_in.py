@@ -1,5 +1,12 @@
 """MIDI input through mido + python-rtmidi: a named port or a virtual port, reopened when it comes back.
 
+Events are read from rtmidi's own bounded queue by a thread of the bridge every :data:`POLL_INTERVAL`, not
+through an rtmidi callback: with JACK, rtmidi calls back from the JACK client's real-time process thread, and
+a Python callback there has to take the bridge's GIL first - when another bridge thread holds it, the
+callback finishes late and the JACK server flags an xrun for the whole graph (seen in its own xrun reports,
+``kickit bench latency``). Read from the queue, the process thread runs no Python: a note costs at most one
+poll interval of latency (the audio block that plays it usually starts later anyway).
+
 The OS specifics live here (:func:`choose_api`): Linux has ALSA and JACK (use what is there, or what
 ``--midi-api`` asks for), macOS CoreMIDI (virtual ports work; or the IAC driver), Windows WinMM (no virtual
 ports: connect through a loopback driver such as loopMIDI and name its port).
@@ -107,6 +114,9 @@ _LENGTHS = {0x80: 3, 0x90: 3, 0xA0: 3, 0xB0: 3, 0xC0: 2, 0xD0: 2, 0xE0: 3}  # ch
 _COMMON = {0xF1: 2, 0xF2: 3, 0xF3: 2, 0xF6: 1}  # system common messages
 MAX_SYSEX = 4096  # bytes; a longer system exclusive message is discarded (counted)
 OPEN_SETTLE = 0.1  # seconds after connecting a named port before it counts as open
+POLL_INTERVAL = 0.001  # seconds between reads of rtmidi's queue when it was empty
+QUEUE_LIMIT = 4096  # events rtmidi keeps for the reader (a burst beyond it is dropped by rtmidi)
+READ_BATCH = 256  # events read under the port lock at once (a close never waits for a whole flood)
 
 
 class MidiStream:
@@ -202,8 +212,8 @@ def _as_bytes(data: bytes | list[int]) -> bytes:
 
 
 class MidiInput:
-    """Opens the port, calls ``handler(message, arrival perf_counter())`` from rtmidi's thread, and watches a
-    named port: when it disappears it is closed and reopened as soon as it is back."""
+    """Opens the port, calls ``handler(message, perf_counter() when read)`` from its reader thread (module doc),
+    and watches a named port: when it disappears it is closed and reopened as soon as it is back."""
 
     def __init__(self, port: str, handler: Handler, api: str = "auto", client_name: str = DEFAULT_VIRTUAL_NAME,
                  poll: float = 1.0) -> None:
@@ -227,9 +237,30 @@ class MidiInput:
         self.stream = MidiStream()
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
+        self._port_lock = threading.Lock()  # the reader uses the port only under it; a close takes it away
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = []
+            with self._port_lock:
+                port = self.port
+                while port is not None and len(batch) < READ_BATCH:
+                    try:
+                        event = port.get_message()
+                    except Exception:  # a port failing under the reader: the watch reopens it
+                        self.errors += 1
+                        break
+                    if event is None:
+                        break
+                    batch.append(event)
+            for event in batch:
+                self._raw(event)
+            if not batch:
+                time.sleep(POLL_INTERVAL)
 
     def _raw(self, event: Any, _data: Any = None) -> None:
-        """rtmidi's callback: ``event`` is (bytes of one driver event, delta time)."""
+        """One event from rtmidi's queue: (bytes of one driver event, delta time)."""
         stamp = time.perf_counter()
         try:
             messages = self.stream.feed(event[0])
@@ -262,7 +293,7 @@ class MidiInput:
     def _rtmidi_in(self) -> Any:
         import rtmidi
 
-        m = rtmidi.MidiIn(getattr(rtmidi, f"API_{self.api}"), name=self.client_name)
+        m = rtmidi.MidiIn(getattr(rtmidi, f"API_{self.api}"), name=self.client_name, queue_size_limit=QUEUE_LIMIT)
         m.ignore_types(sysex=False, timing=True, active_sense=True)  # sysex is counted (and skipped) here
         return m
 
@@ -276,7 +307,6 @@ class MidiInput:
     def _open(self) -> bool:
         m = self._rtmidi_in()
         self.stream.reset()  # a reopened port starts a new byte stream (the counters go on)
-        m.set_callback(self._raw)  # before the port opens: nothing that arrives is left in rtmidi's queue
         if self.virtual:
             m.open_virtual_port(self.client_name)
             name = self.client_name
@@ -288,7 +318,8 @@ class MidiInput:
                 return False
             m.open_port(ports.index(name))
             time.sleep(OPEN_SETTLE)  # the connection takes effect in a later cycle of the MIDI system
-        self.port = m
+        with self._port_lock:
+            self.port = m
         self.port_name = name
         return True
 
@@ -300,6 +331,13 @@ class MidiInput:
         if not ok:
             names = ", ".join(repr(n) for n in self.input_names()) or "none"
             log.warning("MIDI input %r not found (inputs: %s); waiting for it to appear", self.wanted, names)
+        # a note read from the queue must get this process's GIL within a fraction of a period, not after the
+        # default 5 ms that another thread (a finished render being handed over) may keep it
+        from kickit.bridge.outputs import SWITCH_INTERVAL
+
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self._reader = threading.Thread(target=self._read_loop, name="kickit-midi-in", daemon=True)
+        self._reader.start()
         if not self.virtual:
             self._watch = threading.Thread(target=self._watch_loop, name="kickit-midi-watch", daemon=True)
             self._watch.start()
@@ -320,12 +358,9 @@ class MidiInput:
                     log.debug("reopening MIDI input failed: %s", e)
 
     def _close(self) -> None:
-        p, self.port = self.port, None
+        with self._port_lock:  # the reader is not inside the port after this
+            p, self.port = self.port, None
         if p is not None:
-            # delete() alone: it closes the port and the backend's client, and that waits for the backend's
-            # thread (JACK's process cycle, ALSA's input thread) to finish calling back. Cancelling the callback
-            # first would free the Python callable while that thread may already be on its way into it (a
-            # message arriving during the close): a use after free. The callable is released with ``p``, after.
             try:
                 p.delete()
             except Exception as e:
@@ -333,8 +368,9 @@ class MidiInput:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.join(timeout=5)
+        for t in (self._watch, self._reader):
+            if t is not None:
+                t.join(timeout=5)
         self._close()
 
     def describe(self) -> str:

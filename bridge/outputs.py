@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # at run time the sinks only use the engine's attributes: the
 log = logging.getLogger("kickit.bridge")
 
 SWITCH_INTERVAL = 0.0002  # seconds; see DeviceSink.start
+JACK_CLIENT = "kickit-audio"  # the bridge's audio client in a JACK graph (PortAudio would call it "PortAudio")
+_jack_names: dict[str, bytes] = {}  # PortAudio keeps the pointer: each name set stays alive here
+_jack_name: list[str | None] = [None]  # the name this process asked for (a fresh PortAudio instance gets it too)
 
 
 class OutputError(RuntimeError):
@@ -66,29 +69,42 @@ def host_wait(stream: Any, time_info: Any) -> float:
 class CallbackTiming:
     """An audio callback's own share of its periods: the wait from the host API's call to its Python code (the
     GIL, held by another thread of the process) plus its run. A callback whose share exceeds its period is an
-    xrun the process caused; xruns flagged while every callback finished in time come from outside it."""
+    xrun the process caused - unless the machine stopped it meanwhile: the last :data:`LOG` overruns are kept
+    with their times (``perf_counter``, the system's monotonic clock) so that a benchmark can set them against
+    the machine's own stalls measured over the same seconds (:mod:`kickit.bridge.stalls`)."""
 
-    __slots__ = ("max_s", "overruns", "overruns_waiting", "wait_max_s")
+    LOG = 32
+    __slots__ = ("log", "max_s", "overruns", "overruns_waiting", "wait_max_s")
 
     def __init__(self) -> None:
         self.overruns = 0
         self.overruns_waiting = 0  # of them: the wait alone was a period or more (the Python code had not run)
         self.max_s = 0.0  # longest run, seconds
         self.wait_max_s = 0.0  # longest wait, seconds
+        self.log = np.zeros((self.LOG, 3), dtype=np.float64)  # (end, wait, run) of recent overruns, a ring
 
-    def record(self, wait: float, used: float, period_s: float) -> None:
+    def record(self, wait: float, used: float, period_s: float, end: float = 0.0) -> None:
+        """One callback: ``wait`` and ``used`` seconds, ending at ``end`` (perf_counter)."""
         if used > self.max_s:
             self.max_s = used
         if wait > self.wait_max_s:
             self.wait_max_s = wait
         if wait + used > period_s:
+            self.log[self.overruns % self.LOG] = (end, wait, used)
             self.overruns += 1
             if wait >= period_s:
                 self.overruns_waiting += 1
 
+    def recent(self) -> list[list[float]]:
+        """The last overruns as [end, wait, run] (seconds), oldest first."""
+        n = min(self.overruns, self.LOG)
+        order = [(self.overruns - n + k) % self.LOG for k in range(n)]
+        return [[float(x) for x in self.log[i]] for i in order]
+
     def counters(self) -> dict[str, Any]:
         return {"callback_overruns": self.overruns, "callback_overruns_waiting": self.overruns_waiting,
-                "callback_max_ms": self.max_s * 1e3, "callback_wait_max_ms": self.wait_max_s * 1e3}
+                "callback_max_ms": self.max_s * 1e3, "callback_wait_max_ms": self.wait_max_s * 1e3,
+                "callback_overrun_log": self.recent()}
 
 
 def rescan_devices() -> None:
@@ -180,6 +196,42 @@ def _portaudio_path() -> Path | None:
     return None
 
 
+def name_jack_client(name: str, library: str | None = None) -> bool:
+    """Linux/JACK adapter: the name PortAudio's JACK host API gives its client from its next initialisation on
+    (what JACK patchbays show, and what the JACK server names in its xrun reports). ``library``: the PortAudio
+    file or soname (default: the one sounddevice loaded; loading it again by the same name reaches the same
+    instance). False, and nothing changed, where that PortAudio has no JACK host API (the macOS and Windows
+    builds) or cannot be loaded so."""
+    import ctypes
+
+    if library is None:
+        library = getattr(_sd(), "_libname", None)
+    if not library:
+        return False
+    try:
+        setter = ctypes.CDLL(library).PaJack_SetClientName
+    except (OSError, AttributeError):
+        return False
+    setter.argtypes, setter.restype = [ctypes.c_char_p], ctypes.c_int
+    encoded = _jack_names.setdefault(name, name.encode())
+    return setter(encoded) == 0
+
+
+def use_jack_client_name(name: str) -> bool:
+    """Give this process's PortAudio JACK client ``name`` now (re-initialising PortAudio when it runs a JACK
+    host API, so the client is opened again under that name); False when there is no JACK host API."""
+    sd = _sd()
+    try:
+        jack = any("JACK" in str(h.get("name", "")) for h in sd.query_hostapis())
+    except Exception:
+        jack = False
+    if not jack or not name_jack_client(name):
+        return False
+    _jack_name[0] = name
+    rescan_devices()
+    return True
+
+
 def fresh_portaudio(stale: Any) -> None:
     """Switch sounddevice to a new, independent PortAudio instance, abandoning ``stale`` (a stream) and the
     instance it belongs to.
@@ -202,6 +254,8 @@ def fresh_portaudio(stale: Any) -> None:
     copy = folder / f"libportaudio-{_generation[0] + 1}.so"
     try:
         shutil.copyfile(src, copy)
+        if _jack_name[0]:  # loaded by this path first, the new instance opens its JACK client under that name
+            name_jack_client(_jack_name[0], str(copy))
         lib = sd._ffi.dlopen(str(copy))
     except OSError as e:
         raise OutputError(f"cannot load a fresh PortAudio instance from {copy} ({e})") from None
@@ -218,14 +272,23 @@ def fresh_portaudio(stale: Any) -> None:
 
 
 class DeviceSink:
-    """Stereo float32 output stream whose callback mixes the engine's voices."""
+    """Stereo float32 output stream whose callback mixes the engine's voices.
 
-    def __init__(self, engine: Engine, device: str | None = None, block: int = 128) -> None:
+    ``jack_name``: the client's name when PortAudio plays through JACK (:func:`use_jack_client_name`).
+    ``poll``: seconds between the device watch's checks that the stream still runs; None: the watch only
+    wakes when PortAudio reports the stream finished or :meth:`check` (called by whoever notices the callback
+    stopped) finds it inactive - so no thread of this process but the callback's runs while the device plays.
+    """
+
+    def __init__(self, engine: Engine, device: str | None = None, block: int = 128,
+                 jack_name: str | None = JACK_CLIENT, poll: float | None = 0.5) -> None:
         if not 16 <= block <= engine.config.max_block:
             raise OutputError(f"block size {block} outside 16..{engine.config.max_block}")
         self.engine = engine
         self.device = device
         self.block = int(block)
+        self.jack_name, self.poll = jack_name, poll
+        self.latency_ms: float | None = None  # the open stream's output latency
         self.xruns = 0
         self.callbacks = 0
         self.callback_errors = 0  # exceptions caught in the callback outside the mixer (which counts its own)
@@ -260,7 +323,8 @@ class DeviceSink:
                 outdata.fill(0.0)
             except Exception:
                 pass
-        self.timing.record(wait, perf_counter() - t0, frames / self.engine.rate)
+        end = perf_counter()
+        self.timing.record(wait, end - t0, frames / self.engine.rate, end)
 
     @property
     def callback_overruns(self) -> int:
@@ -296,6 +360,10 @@ class DeviceSink:
                               f"block {self.block} ({e})") from None
         self.stream = stream
         self.device_name = str(info["name"])
+        try:
+            self.latency_ms = float(stream.latency) * 1e3
+        except Exception:
+            self.latency_ms = None
         self._lost.clear()
 
     def start(self) -> None:
@@ -303,13 +371,30 @@ class DeviceSink:
         # The callback runs Python and needs the GIL: a render thread holding it for the default 5 ms switch
         # interval would make it miss a 2.9 ms period. Ask for the GIL to be handed over much sooner.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        if self.jack_name:
+            use_jack_client_name(self.jack_name)
         self._open()
         self._monitor = threading.Thread(target=self._watch, name="kickit-audio-watch", daemon=True)
         self._monitor.start()
 
+    def check(self) -> bool:
+        """One look at the stream: a stream that stopped running without PortAudio's finished callback (a JACK
+        server that died) counts as lost, and the watch reconnects. Returns whether it runs."""
+        s = self.stream
+        running = s is not None and bool(s.active)
+        if s is not None and not running:
+            self._lost.set()
+        return running
+
     def _watch(self) -> None:
+        from kickit.bridge import proctitle
+
+        proctitle.set_thread_name(proctitle.DEVICE_WATCH)
         while not self._stopping:
-            lost = self._lost.wait(0.5) or (self.stream is not None and not self.stream.active)
+            if self.poll is None:
+                lost = self._lost.wait()
+            else:
+                lost = self._lost.wait(self.poll) or (self.stream is not None and not self.stream.active)
             if self._stopping:
                 return
             if not lost:
@@ -383,7 +468,7 @@ class DeviceSink:
     def counters(self) -> dict[str, Any]:
         return {"xruns": self.xruns, "reconnects": self.reconnects, "output_error": self.error,
                 "output_callback_errors": self.callback_errors, **self.timing.counters(),
-                "output_latency_ms": (self.stream.latency * 1e3) if self.stream is not None else None}
+                "output_latency_ms": self.latency_ms if self.stream is not None else None}
 
 
 class FileSink:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 RENDER = "kickit-render"
 AUDIO = "kickit-audio"
+DEVICE_WATCH = "kickit-watch"  # the thread that reconnects a lost audio device
 
 
 def set_name(name: str) -> bool:
@@ -21,6 +22,19 @@ def set_name(name: str) -> bool:
         return False
     try:
         Path("/proc/self/comm").write_bytes(name.encode("ascii", "replace")[:15])
+    except OSError:
+        return False
+    return True
+
+
+def set_thread_name(name: str) -> bool:
+    """Name the calling thread (Linux: its ``comm``, what ``top -H`` shows). Returns whether the OS took it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import threading
+
+    try:
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_bytes(name.encode("ascii", "replace")[:15])
     except OSError:
         return False
     return True

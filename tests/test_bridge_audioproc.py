@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kickit.bridge.audioproc import SharedEventRing, SharedMixer
+from kickit.bridge.outputs import JACK_CLIENT
 from kickit.bridge.voices import EV_CHOKE, EV_NOTE, EV_PANIC, EventRing, Mixer
 
 
@@ -117,8 +118,8 @@ def test_the_audio_process_killed_is_started_again_and_plays(tiny_model_path: Pa
         old = sink.proc
         probe = JackProbe(server.name, seconds=60)
 
-        def outputs() -> list[str]:  # the PortAudio output ports now
-            return [p.name for p in probe.client.get_ports("PortAudio", is_audio=True, is_output=True)]
+        def outputs() -> list[str]:  # the bridge's audio output ports now
+            return [p.name for p in probe.client.get_ports(f"{JACK_CLIENT}:", is_audio=True, is_output=True)]
 
         assert len(outputs()) == 2
         old.kill()
@@ -135,7 +136,7 @@ def test_the_audio_process_killed_is_started_again_and_plays(tiny_model_path: Pa
         h0 = int(np.flatnonzero(np.max(np.abs(hit), axis=0) > 0)[0])
 
         def connect() -> None:
-            """The PortAudio outputs now (the new child's; the killed client's leave the graph) -> the probe."""
+            """The audio outputs now (the new child's; the killed client's leave the graph) -> the probe."""
             import jack
 
             for src, dst in zip(sorted(outputs()), probe.inputs, strict=False):
@@ -177,3 +178,114 @@ def test_warm_up_plays_the_whole_mixing_path_and_leaves_nothing_behind(voices: i
     assert c["voices"] == 0 and c["blocks"] > 0
     if shm.is_dir():
         assert set(shm.iterdir()) - before == set()
+
+
+def test_shared_stats_are_answered_by_the_callback_and_missing_when_it_does_not_run() -> None:
+    """The bridge asks, the callback (here a thread standing in for it, on its own view of the block) answers
+    at its next period with the sink's and the mixer's counters; no answer (callback not running) or a device
+    error gives None, so the bridge falls back to the pipe."""
+    import threading
+    from types import SimpleNamespace
+
+    from kickit.bridge.audioproc import SharedStats
+    from kickit.bridge.outputs import CallbackTiming
+
+    bridge_side = SharedStats()
+    child_side = SharedStats(bridge_side.name)
+    mixer = Mixer(4)
+    ring = mixer.ring
+    hit = np.full((2, 300), 0.5, dtype=np.float32)
+    timing = CallbackTiming()
+    timing.record(0.004, 0.001, 0.0029, end=12.5)  # one overrun, waiting a whole period
+    timing.record(0.0001, 0.0002, 0.0029, end=12.6)  # in time: not logged
+    sink = SimpleNamespace(timing=timing, callbacks=0, xruns=3, callback_errors=1, reconnects=2, latency_ms=5.8,
+                           stream=object(), error=None)
+    out = np.zeros((128, 2), dtype=np.float32)
+    stop = threading.Event()
+
+    def callback() -> None:
+        while not stop.is_set():
+            mixer.process(out)
+            sink.callbacks += 1
+            if child_side.requested():
+                child_side.publish(sink, mixer)
+            time.sleep(0.002)
+
+    try:
+        assert bridge_side.read(timeout=0.05) is None  # nothing plays: no answer
+        ring.push(EV_NOTE, 2, hit, 1.0, 0, time.perf_counter())
+        ring.push(EV_NOTE, 3, hit, 1.0, 0, time.perf_counter())
+        t = threading.Thread(target=callback)
+        t.start()
+        try:
+            got = bridge_side.read(timeout=2.0)
+            assert got is not None
+            assert got["voices"] == 2 and got["notes"] == 2 and got["max_voices"] == 4
+            assert got["xruns"] == 3 and got["output_callback_errors"] == 1 and got["reconnects"] == 2
+            assert got["callback_overruns"] == 1 and got["callback_overruns_waiting"] == 1
+            assert got["callback_wait_max_ms"] == pytest.approx(4.0) and got["output_latency_ms"] == 5.8
+            assert got["callbacks"] >= 1 and got["output_error"] is None
+            assert got["callback_overrun_log"] == [[12.5, 0.004, 0.001]]
+            assert got["note_latency_ms_p99"] is not None and got["note_latency_ms_p99"] >= 0.0
+            later = bridge_side.read(timeout=2.0)
+            assert later is not None and later["callbacks"] > got["callbacks"]  # a fresh answer each time
+            sink.error = "audio device 'x' lost"
+            assert bridge_side.read(timeout=2.0) is None  # the error's text comes through the pipe
+        finally:
+            stop.set()
+            t.join()
+        assert bridge_side.read(timeout=0.05) is None
+    finally:
+        child_side.close()
+        bridge_side.close()
+    assert bridge_side.read() is None  # closed: no answer, no error
+
+
+def _switches(pid: int, tid: int) -> int:
+    text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches" in line)
+
+
+def test_no_thread_of_the_audio_process_but_the_callback_wakes_while_it_plays(tiny_model_path: Path) -> None:
+    """While the device plays and the bridge reads the child's counters again and again, the child's main
+    thread (blocked on its pipe) and its device watch (waiting for a loss) are never run: a thread that wakes
+    takes the child's GIL, and the callback would wait for it (docs/reliability.md). The counters still come,
+    from the callback itself."""
+    pytest.importorskip("jack")
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux /proc")
+    from jackserver import JackServer, reinit_portaudio, stop_rig
+    from kickit.bridge import proctitle
+    from kickit.bridge.app import Bridge, BridgeOptions
+    from kickit.bridge.audioproc import AudioProcessSink
+
+    try:
+        server = JackServer().start()
+    except Exception as e:  # jackd missing
+        pytest.skip(str(e))
+    bridge = None
+    try:
+        reinit_portaudio()
+        bridge = Bridge(BridgeOptions(model=tiny_model_path, midi_api="jack", osc_port=None, output="device",
+                                      midi_client_name=f"kickit-w{os.getpid()}"))
+        bridge.start(120)
+        sink = bridge.sink
+        assert isinstance(sink, AudioProcessSink) and sink.proc is not None
+        pid = sink.proc.pid
+        watch = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()
+                 if (t / "comm").read_text().strip() == proctitle.DEVICE_WATCH]
+        assert len(watch) == 1
+        time.sleep(1.0)  # the first counters read by the bridge's start are behind us
+        c0 = sink.counters()
+        asked0 = c0["audio_pipe_requests"]
+        main0, watch0 = _switches(pid, pid), _switches(pid, watch[0])
+        for k in range(20):
+            bridge.engine.note_on(k % 16, 0.8)
+            c = sink.counters()
+            time.sleep(0.05)
+        asked = c["audio_pipe_requests"] - asked0
+        assert c["callbacks"] > c0["callbacks"] and c["notes"] > c0["notes"]
+        assert _switches(pid, watch[0]) == watch0
+        assert _switches(pid, pid) - main0 <= 2 * asked, asked  # only a pipe request (a late callback) wakes it
+    finally:
+        stop_rig(None, bridge, server)

@@ -675,3 +675,23 @@ def test_background_priority_in_a_fresh_process() -> None:
                 "print(sorted({os.sched_getscheduler(int(t)) for t in os.listdir('/proc/self/task')}))\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
         assert out.stdout.strip() == f"[{os.SCHED_IDLE}]"
+
+
+def test_callback_timing_logs_its_recent_overruns_in_order() -> None:
+    """The last overruns with their times (for setting them against the machine's stalls), oldest first; a
+    ring: the oldest are forgotten, the counts go on."""
+    from kickit.bridge.outputs import CallbackTiming
+
+    t = CallbackTiming()
+    period = 0.0029
+    t.record(0.0001, 0.0001, period, end=1.0)
+    assert t.recent() == [] and t.overruns == 0
+    n = CallbackTiming.LOG + 8
+    for k in range(n):
+        t.record(0.001, 0.003, period, end=2.0 + k)  # an overrun
+        t.record(0.001, 0.0005, period, end=2.5 + k)  # in time
+    c = t.counters()
+    assert c["callback_overruns"] == n and c["callback_overruns_waiting"] == 0
+    log = c["callback_overrun_log"]
+    assert [e[0] for e in log] == [2.0 + k for k in range(8, n)]  # the last LOG, oldest first
+    assert all(e[1:] == [0.001, 0.003] for e in log)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from jackserver import JackServer, reinit_portaudio, start_bridge, stop_bridge, stop_rig
 from kickit.bridge.oscmap import _elements, build
+from kickit.bridge.outputs import JACK_CLIENT
 
 pytestmark = pytest.mark.jack
 jack = pytest.importorskip("jack")
@@ -49,7 +50,7 @@ def rig(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory):  # noq
                                       midi_client_name=f"kickit-{os.getpid()}"))
         bridge.start(TIMEOUT)
         probe = JackProbe(server.name, seconds=60)
-        outs = probe.find_port("PortAudio", is_output=True)
+        outs = probe.find_port(f"{JACK_CLIENT}:", is_output=True)
         midi = probe.find_port(f"kickit-{os.getpid()}", midi=True, is_input=True)
         assert len(outs) == 2 and len(midi) == 1, (outs, midi)
         probe.activate(outs, midi[0])
@@ -332,7 +333,7 @@ def test_bare_client_counts_its_callbacks_and_overruns_on_jack() -> None:
         bare = BareClient(256, env)
         try:
             ports = subprocess.run(["jack_lsp", "-c"], env=env, capture_output=True, text=True, timeout=10).stdout
-            assert "PortAudio" in ports  # a real client of the server, playing into it
+            assert "kickit-bare:out_0\n   system:playback_1" in ports  # a real client, named, playing into it
             a = bare.counters()
             time.sleep(0.5)
             b = bare.counters()

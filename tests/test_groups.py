@@ -17,6 +17,7 @@ from kickit.bridge.control import Controller
 from kickit.bridge.engine import Engine, EngineConfig
 from kickit.bridge.groups import GroupSpec, check_groups, parse_group
 from kickit.bridge.oscmap import Action, Dropped, build, parse_datagram
+from kickit.bridge.outputs import JACK_CLIENT
 from kickit.bridge.pads import PAD_COUNT, PadMap
 from kickit.bridge.presets import PresetError, load_preset
 from kickit.bridge.source import ModelSource
@@ -269,7 +270,7 @@ def test_groups_play_and_swap_on_a_real_jack_server(tiny_model_path: Path, data_
                                       groups=[GroupSpec("snare", vae, (40, 41, 42, 43))]))
         bridge.start(TIMEOUT)
         probe = JackProbe(server.name, seconds=30)
-        outs = probe.find_port("PortAudio", is_output=True)
+        outs = probe.find_port(f"{JACK_CLIENT}:", is_output=True)
         midi = probe.find_port(f"kickit-g{os.getpid()}", midi=True, is_input=True)
         probe.activate(outs, midi[0])
         probe.start_capture()

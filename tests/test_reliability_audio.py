@@ -32,7 +32,7 @@ from kickit.bridge.jackprobe import JackProbe
 from kickit.bridge.oscmap import build
 server, port, pad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 probe = JackProbe(server, seconds=10, name="kickit-capture")
-outs = probe.find_port("PortAudio", is_output=True, timeout=20)
+outs = probe.find_port("kickit-audio:", is_output=True, timeout=20)
 probe.activate(outs[:2], None)
 probe.start_capture()
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

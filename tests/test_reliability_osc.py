@@ -250,7 +250,12 @@ def test_bench_flood_short_run_end_to_end(tiny_model_path: Path) -> None:
     # the control client ran alongside for the whole flood (3 s at 128 frames: ~1000 callbacks)
     assert r["bare_callbacks"] > 500 and 0 <= r["bare_overruns"] <= r["bare_callbacks"]
     assert r["idle_bare_overruns"] is not None and r["idle_bridge_overruns"] is not None
-    assert "flood" in bench_flood.report(r) and "bare Python audio client" in bench_flood.report(r)
+    # the server's own xrun reports, attributed, and the machine's stalls measured over the same seconds
+    a = r["xrun_causes"]
+    assert a["bridge"] == a["bridge audio"] + a["bridge MIDI"] and a["reports"] >= 0
+    assert r["machine_stalls"]["count"] >= 0 and set(r["callback_overrun_split"]) == {"bridge", "bare"}
+    text = bench_flood.report(r)
+    assert "flood" in text and "bare Python audio client" in text and "xruns caused by the bridge" in text
 
 
 def test_bench_soak_takes_minutes_and_refuses_a_bad_length(capsys: pytest.CaptureFixture[str]) -> None:
