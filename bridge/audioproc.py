@@ -51,6 +51,16 @@ def _fence() -> None:
     _FENCE.release()
 
 
+def _release(shm: shared_memory.SharedMemory, owner: bool) -> None:
+    """Unmap a shared block; its creator also removes it."""
+    shm.close()
+    if owner:
+        try:
+            shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
 class SharedEventRing:
     """A single-producer-side, single-consumer ring of events with their hits, in one shared memory block.
 
@@ -129,12 +139,7 @@ class SharedEventRing:
     def close(self) -> None:
         for field in ("header", "kind", "pad", "gain", "offset", "stamp", "length", "hits"):
             setattr(self, field, None)
-        self.shm.close()
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        _release(self.shm, self.owner)
 
 
 class SharedStats:
@@ -223,12 +228,7 @@ class SharedStats:
     def close(self) -> None:
         with self._lock:
             self.a = self.values = self.lat = self.log = None
-        self.shm.close()
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        _release(self.shm, self.owner)
 
 
 class SharedMixer(Mixer):
