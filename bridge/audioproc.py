@@ -221,8 +221,7 @@ class SharedStats:
         out.update(callback_max_ms=v["callback_max_ms"], callback_wait_max_ms=v["callback_wait_max_ms"],
                    output_latency_ms=None if np.isnan(latency) else latency, output_error=None,
                    note_latency_ms_p99=float(np.percentile(lat[:n], 99)) * 1e3 if n else None)
-        k, total = min(out["callback_overruns"], self.LOG), out["callback_overruns"]
-        out["callback_overrun_log"] = [[float(x) for x in log[(total - k + i) % self.LOG]] for i in range(k)]
+        out["callback_overrun_log"] = CallbackTiming.ordered(log, out["callback_overruns"])
         return out
 
     def close(self) -> None:

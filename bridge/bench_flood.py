@@ -149,7 +149,7 @@ def measure(model: Path, seconds: float, rate: float = 2000.0, hostile: float = 
         stalls = watch.collect() if watch.realtime else None
         causes = bench_latency.attribute(server.xruns_since(log_mark), stalls, period / sample_rate,
                                          list(probe.late_finishes))
-        machine = bench_latency.stall_summary(watch, stalls, pc1 - pc0, quiet)
+        machine = bench_latency.stall_summary(watch, stalls, pc1 - pc0, quiet, period / sample_rate)
         bare2 = bare.counters()
         # a valid message right after the flood: how long until it is answered
         rtts = []

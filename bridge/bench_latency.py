@@ -35,7 +35,7 @@ from kickit.bridge.bareclient import BareClient
 from kickit.bridge.jackprobe import NOT_RUN, ServerXrun, client_matches
 from kickit.bridge.midi_in import DEFAULT_VIRTUAL_NAME
 from kickit.bridge.outputs import JACK_CLIENT, SWITCH_INTERVAL
-from kickit.bridge.stalls import StallWatch
+from kickit.bridge.stalls import StallWatch, overlaps
 
 from kickit.benchdoc import write_section
 
@@ -181,6 +181,7 @@ def overruns(idle0: dict[str, Any], before: dict[str, Any], after: dict[str, Any
             "bare_overruns_waiting": _delta(bare2, bare1, "callback_overruns_waiting")}
 
 
+XRUN_WINDOW_PERIODS, XRUN_WINDOW_MARGIN_S = 3, 0.001  # before a server report: when its late cycle may have run
 ROLES = {"bridge audio": JACK_CLIENT, "bridge MIDI": DEFAULT_VIRTUAL_NAME, "probe": "kickit-probe",
          "bare client": BARE_NAME}
 
@@ -203,9 +204,8 @@ def attribute(events: list[ServerXrun], stalls: list[tuple[float, float]] | None
     behind = 0
     for event in events:
         stamp = event.stamp
-        window = (stamp - 3 * period_s - 0.001, stamp) if stamp is not None else None
-        stalled = stalls is not None and window is not None and any(
-            s < window[1] and s + d > window[0] for s, d in stalls)
+        window = (stamp - XRUN_WINDOW_PERIODS * period_s - XRUN_WINDOW_MARGIN_S, stamp) if stamp is not None else None
+        stalled = stalls is not None and window is not None and overlaps(*window, stalls)
         for client in event.causes():
             role = "not run" if client == NOT_RUN else next(
                 (k for k, name in ROLES.items() if client_matches(client, name)), "other")
@@ -231,13 +231,14 @@ def stall_baseline(watch: Any, seconds: float) -> float | None:
 
 
 def stall_summary(watch: Any, stalls: list[tuple[float, float]] | None, seconds: float = 0.0,
-                  quiet_per_min: float | None = None) -> dict[str, Any]:
-    """The report's figures on the machine's stalls over a run of ``seconds`` (and, for comparison, the rate
-    measured before the bridge started)."""
+                  quiet_per_min: float | None = None, period_s: float = 128 / 44100) -> dict[str, Any]:
+    """The report's figures on the machine's stalls over a run of ``seconds`` at ``period_s`` (and, for
+    comparison, the rate measured before the bridge started)."""
     d = [x for _, x in stalls or []]
     # the share of the run in which an xrun would count as "in a stall" (attribute's window around each one):
     # the chance that an xrun with nothing to do with a stall is excused by accident
-    cover = min(1.0, sum(x + 3 * 128 / 44100 + 0.001 for x in d) / seconds) if seconds > 0 else None
+    widen = XRUN_WINDOW_PERIODS * period_s + XRUN_WINDOW_MARGIN_S
+    cover = min(1.0, sum(x + widen for x in d) / seconds) if seconds > 0 else None
     return {"realtime": bool(watch.realtime) and stalls is not None, "count": len(d),
             "max_ms": max(d, default=0.0) * 1e3, "total_ms": sum(d) * 1e3, "cover": cover,
             "per_min": len(d) * 60.0 / seconds if seconds > 0 else None, "quiet_per_min": quiet_per_min,
@@ -399,7 +400,7 @@ def measure(model: Path, seconds: float, period: int, rate: int, note_interval: 
         bare_log = {o[0]: o for b in (bare1, bare2) for o in b.get("callback_overrun_log") or []}
         split = {"bridge": split_overruns(list(poll.overruns.values()), stalls, pc0, pc1),
                  "bare": split_overruns(list(bare_log.values()), stalls, pc0, pc1)}
-        machine = stall_summary(watch, stalls, pc1 - pc0, quiet)
+        machine = stall_summary(watch, stalls, pc1 - pc0, quiet, period / rate)
         rest_after = _at_rest(bridge.pid, rest)
     except RuntimeError as e:  # the bridge stopped answering: say in what state, with its last words
         state = "still running" if bridge is not None and bridge.poll() is None else (

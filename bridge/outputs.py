@@ -97,9 +97,13 @@ class CallbackTiming:
 
     def recent(self) -> list[list[float]]:
         """The last overruns as [end, wait, run] (seconds), oldest first."""
-        n = min(self.overruns, self.LOG)
-        order = [(self.overruns - n + k) % self.LOG for k in range(n)]
-        return [[float(x) for x in self.log[i]] for i in order]
+        return self.ordered(self.log, self.overruns)
+
+    @classmethod
+    def ordered(cls, log: np.ndarray, overruns: int) -> list[list[float]]:
+        """A ring ``log`` (as :attr:`log`) after ``overruns`` overruns, oldest first."""
+        n = min(overruns, cls.LOG)
+        return [[float(x) for x in log[(overruns - n + k) % cls.LOG]] for k in range(n)]
 
     def counters(self) -> dict[str, Any]:
         return {"callback_overruns": self.overruns, "callback_overruns_waiting": self.overruns_waiting,
@@ -391,10 +395,9 @@ class DeviceSink:
 
         proctitle.set_thread_name(proctitle.DEVICE_WATCH)
         while not self._stopping:
-            if self.poll is None:
-                lost = self._lost.wait()
-            else:
-                lost = self._lost.wait(self.poll) or (self.stream is not None and not self.stream.active)
+            if not self._lost.wait(self.poll):  # poll None: until a loss is reported
+                self.check()
+            lost = self._lost.is_set()
             if self._stopping:
                 return
             if not lost:

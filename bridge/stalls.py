@@ -53,7 +53,7 @@ def realtime(priority: int = PRIORITY) -> str:
         return f"not real-time ({e})"
 
 
-def watch(cpu: int, stop: threading.Event, found: deque[tuple[float, float]], tick: float = TICK,
+def watch(stop: threading.Event, found: deque[tuple[float, float]], tick: float = TICK,
           threshold: float = THRESHOLD) -> None:
     """The detector's loop, until ``stop``: every stall as (start, seconds) appended to ``found``."""
     clock = time.perf_counter
@@ -80,7 +80,7 @@ def serve(cpu: int) -> int:
     policy = realtime()
     found: deque[tuple[float, float]] = deque(maxlen=KEEP)
     stop = threading.Event()
-    t = threading.Thread(target=watch, args=(cpu, stop, found), daemon=True)  # inherits affinity and policy
+    t = threading.Thread(target=watch, args=(stop, found), daemon=True)  # inherits affinity and policy
     t.start()
     print(json.dumps({"ready": cpu, "pinned": pinned, "policy": policy}), flush=True)
     try:
@@ -157,12 +157,16 @@ class StallWatch:
                 p.wait()
 
 
+def overlaps(start: float, end: float, stalls: list[tuple[float, float]]) -> bool:
+    """Whether one of ``stalls`` ((start, seconds)) overlapped the interval ``start`` .. ``end``."""
+    return any(s < end and s + d > start for s, d in stalls)
+
+
 def during(overrun: list[float] | tuple[float, ...], stalls: list[tuple[float, float]], margin: float = 0.0005) -> bool:
     """Whether an overrun of a callback, ``(end, wait, run)`` as :class:`kickit.bridge.outputs.CallbackTiming`
     logs it, overlapped one of ``stalls`` ((start, seconds)): the machine stopped while that period was due."""
     end, wait, run = overrun[0], overrun[1], overrun[2]
-    start = end - wait - run - margin
-    return any(s < end + margin and s + d > start for s, d in stalls)
+    return overlaps(end - wait - run - margin, end + margin, stalls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,7 +89,7 @@ def test_the_detector_sees_its_thread_held_back() -> None:
     the GIL for ~30 ms (a long switch interval), so it wakes that much late and records it."""
     found: deque[tuple[float, float]] = deque()
     stop = threading.Event()
-    t = threading.Thread(target=watch, args=(0, stop, found))
+    t = threading.Thread(target=watch, args=(stop, found))
     old = sys.getswitchinterval()
     t.start()
     try:
