@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kickit.bridge import memory
 from kickit.bridge.audioproc import AudioProcessSink
 from kickit.bridge.control import Controller
 from kickit.bridge.engine import Engine, EngineConfig
@@ -78,6 +79,7 @@ class Bridge:
             self.open_source = lambda path, r: ProcessSource.open(path, r, procs)
         else:
             self.open_source = ModelSource.open
+            memory.fill_numpy_cache()  # renders in this process: numpy's cache full now (kickit.bridge.memory)
         source = self.open_source(opts.model, rate)
         cfg = EngineConfig(seed=opts.seed, voices=opts.voices, choke=opts.choke, fresh_queue=opts.fresh_queue,
                            velocity_layers=opts.velocity_layers, velocity_knob=opts.velocity_knob,

@@ -21,6 +21,16 @@ What kickit does about it, both off the audio path:
   ``RENDER_BUSY_TRIM_S`` (renders of different lengths leave free holes in a heap that never shrinks: without
   the trims a helper crept from 113 to 121 MiB in 3 minutes); the bridge's render threads after ``IDLE_TRIM_S``.
 
+* :func:`fill_numpy_cache` (render processes, and the bridge when it renders in its own process): numpy keeps
+  up to ``NUMPY_CACHE_DEPTH`` freed array buffers of each size under ``NUMPY_CACHE_BYTES`` bytes for reuse
+  (its small-block cache, in C: ``tracemalloc`` does not see it). The reconstruction's small arrays change
+  size with each hit (its support, its runs), so over a session the cache slowly fills with buffers of
+  hundreds of sizes, scattered over the heap: a render process's live heap grew ~1 MiB in 2 000 renders
+  (``mallinfo``; ``mtrace`` named numpy's data allocator for 713 of the 735 blocks left live), slower and
+  slower up to the cache's ceiling (~3.6 MiB), and the soak read that creep as growth. Filled at start-up,
+  the cache sits at its ceiling from the first render, in one compact run of the heap: the same render
+  process grew 0.15 MiB in those 2 000 renders, ~4 KiB per 500 after the first 500 (docs/reliability.md).
+
 And for the audio callback, which runs Python: :func:`settle` (after start-up and after each model swap) moves
 every object alive then out of the cyclic garbage collector's reach (``gc.freeze``). A full collection of
 the bridge's ~32 000 start-up objects holds the GIL for 5-7 ms (measured; more than a 2.9 ms period), in
@@ -41,6 +51,8 @@ from functools import lru_cache
 from typing import Any
 
 ARENAS = 2  # malloc arenas in the bridge process
+NUMPY_CACHE_BYTES = 1024  # numpy caches freed array buffers smaller than this (numpy/_core/src/multiarray/alloc.c)
+NUMPY_CACHE_DEPTH = 7  # ... this many of each size in bytes
 IDLE_TRIM_S = 1.0  # seconds without a render before the bridge's render threads trim the heap
 RENDER_IDLE_TRIM_S = 5.0  # seconds without a render before a render process trims its (warm) heap
 RENDER_BUSY_TRIM_S = 10.0  # a render process that is never idle trims after a render at most this often
@@ -77,6 +89,20 @@ def keep_heap_warm() -> bool:
     libc = _libc()
     return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, WARM_MMAP_THRESHOLD)
                 and libc.mallopt(_M_TRIM_THRESHOLD, WARM_TRIM_THRESHOLD))
+
+
+def fill_numpy_cache() -> int:
+    """Fill numpy's small-block cache (freed array buffers under ``NUMPY_CACHE_BYTES``, ``NUMPY_CACHE_DEPTH``
+    of each size) to its ceiling now, in one run of the heap, instead of by the odd size over hours of renders
+    (the creep the soak measured). Call it early in a process whose work is renders (before its warm-up). A
+    numpy without the cache (another build, a later version) frees the blocks at once: nothing is kept.
+    Returns the bytes offered to the cache (~3.6 MiB)."""
+    import numpy as np
+
+    sizes = range(1, NUMPY_CACHE_BYTES)
+    blocks = [np.empty(size, dtype=np.uint8) for size in sizes for _ in range(NUMPY_CACHE_DEPTH)]
+    del blocks  # freed at once: numpy keeps them
+    return NUMPY_CACHE_DEPTH * sum(sizes)
 
 
 def release() -> bool:

@@ -39,6 +39,7 @@ class RenderProcessError(RuntimeError):
 def _child(path: str, rate: int, conn: Connection) -> None:
     proctitle.set_name(proctitle.RENDER)
     memory.keep_heap_warm()  # renders reuse their pages (kickit.bridge.memory)
+    memory.fill_numpy_cache()  # numpy's small-block cache at its ceiling now, not by a creep over the session
     try:
         src = ModelSource.open(path, rate)
         warm = np.random.default_rng(0).standard_normal((WARM_UP_RENDERS, src.latent_dim)).astype(np.float32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -646,6 +647,67 @@ def test_settle_takes_live_objects_out_of_full_collections() -> None:
                                            check=True).stdout.split()
     assert int(frozen) >= 300000 and float(after) < float(before) / 5
     assert gc.isenabled()
+
+
+_MALLINFO = (
+    "import ctypes\n"
+    "class MallInfo(ctypes.Structure):\n"
+    "    _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+    "fordblks keepcost'.split()]\n"
+    "libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = MallInfo\n"
+    "def used(): return libc.mallinfo2().uordblks  # bytes in live malloc blocks\n"
+)
+
+
+def _heap_growth(code: str, fill: bool) -> int:
+    """Bytes of live malloc blocks a fresh interpreter gained over ``code``'s measured part (glibc)."""
+    import subprocess
+    import sys
+
+    prog = (_MALLINFO + ("from kickit.bridge import memory; memory.fill_numpy_cache()\n" if fill else "") + code
+            + "print(used() - u0)\n")
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split()[-1])
+
+
+needs_glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's mallinfo2")
+
+
+@needs_glibc
+def test_numpy_cache_filled_at_start_keeps_the_heap_from_creeping() -> None:
+    """Small arrays of ever new sizes: numpy keeps freed buffers of each size (its small-block cache, which
+    tracemalloc does not see), so the live heap creeps up by megabytes; filled at start, it stays flat."""
+    code = ("import numpy as np\n"
+            "rng = np.random.default_rng(0)\n"
+            "u0 = used()\n"
+            "for _ in range(5000):  # a few sizes at a time, several arrays of each alive at once\n"
+            "    blocks = [np.empty(int(n), np.uint8) for n in rng.integers(1, 1024, 4) for _ in range(7)]\n"
+            "    del blocks\n")
+    creep, filled = _heap_growth(code, fill=False), _heap_growth(code, fill=True)
+    assert creep > 2 << 20  # the control: this numpy caches (~3.6 MiB at its ceiling)
+    assert filled < 256 << 10
+
+
+@needs_glibc
+def test_renders_of_varied_hits_leave_the_heap_flat_with_the_cache_filled() -> None:
+    """The render processes' case: hits of the shipped model from random latents (their supports and runs,
+    so the reconstruction's small arrays, change size with each hit)."""
+    from kickit.modelfile import default_model_path
+
+    model = default_model_path()
+    if model is None:
+        pytest.fail("models/kick-v1.onnx (the shipped model) is missing")
+    code = ("import numpy as np\n"
+            "from kickit.bridge.source import ModelSource\n"
+            f"src = ModelSource.open({str(model)!r})\n"
+            "z = np.random.default_rng(3).standard_normal((400, src.latent_dim)).astype(np.float32)\n"
+            "src.render(z[:100])  # warm: code paths, FFT plans\n"
+            "u0 = used()\n"
+            "src.render(z[100:])\n")
+    creep, filled = _heap_growth(code, fill=False), _heap_growth(code, fill=True)
+    assert creep > 200 << 10  # the control: ~320 KiB in 300 renders
+    assert filled < 128 << 10  # ~50 KiB
 
 
 def test_background_priority_in_a_fresh_process() -> None:
