@@ -359,3 +359,24 @@ def test_unit_phase_is_computed_where_the_mid_sounds(sounding: float) -> None:
         assert np.array_equal(got[mag > 0], full[mag > 0])
         if sounding < reconstruction.SPARSE_CIS:
             assert not got[mag == 0].any()
+
+
+def test_analysis_frames_do_not_go_through_the_array_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The STFT of the iterative refinement frames a contiguous signal with the ndarray constructor, not
+    as_strided (which reads ``__array_interface__``: CPython interns that dict's keys anew at every call, a
+    churn of the interpreter's interned-string table that stepped a render process's memory up mid-session),
+    and gives what as_strided's frames give; a signal that is not contiguous still takes as_strided."""
+    c = DEFAULT_CONTRACT
+    plan = reconstruction._plan(c)
+    n_frames = 9
+    signal = np.random.default_rng(0).standard_normal((2, (n_frames - 1) * c.hop + c.n_fft + 5)).astype(np.float32)
+    s = signal.strides[-1]
+    frames = np.lib.stride_tricks.as_strided(signal, (2, n_frames, c.n_fft), (signal.strides[0], c.hop * s, s))
+    want = np.fft.rfft(np.multiply(frames, plan.window64, dtype=np.float64), axis=-1)
+    calls = []
+    as_strided = np.lib.stride_tricks.as_strided
+    monkeypatch.setattr(np.lib.stride_tricks, "as_strided", lambda *a, **k: calls.append(1) or as_strided(*a, **k))
+    assert np.array_equal(reconstruction._analyse(signal, c, plan, n_frames), want) and not calls
+    wide = np.zeros((2, signal.shape[1] * 2), dtype=np.float32)
+    wide[:, ::2] = signal  # a strided (not contiguous) signal: the as_strided route, the same frames
+    assert np.array_equal(reconstruction._analyse(wide[:, ::2], c, plan, n_frames), want) and calls
