@@ -662,7 +662,6 @@ _MALLINFO = (
 def _heap_growth(code: str, fill: bool) -> int:
     """Bytes of live malloc blocks a fresh interpreter gained over ``code``'s measured part (glibc)."""
     import subprocess
-    import sys
 
     prog = (_MALLINFO + ("from kickit.bridge import memory; memory.fill_numpy_cache()\n" if fill else "") + code
             + "print(used() - u0)\n")
